@@ -1,0 +1,1 @@
+//! Taurus client library.

@@ -1,0 +1,165 @@
+//! Static validation of task specs: everything that can be checked without the state.
+//!
+//! The service boundary runs this to answer bad input fast with `INVALID_ARGUMENT`; apply runs
+//! it again (with the same limits, which are constants so every replica agrees) because a command
+//! in the log must never be trusted to have passed through a particular service.
+
+use std::collections::BTreeMap;
+
+use crate::error::Rejection;
+use crate::types::TaskSpec;
+
+/// Longest task id, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest task name, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+/// Most argv elements.
+pub const MAX_ARGS: usize = 1024;
+/// Largest total argv size, in bytes.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Largest total env size (keys plus values), in bytes.
+pub const MAX_ENV_BYTES: usize = 64 * 1024;
+/// Most labels on a task.
+pub const MAX_LABELS: usize = 64;
+/// Longest label key or value, in bytes.
+pub const MAX_LABEL_LEN: usize = 256;
+/// Most dependencies of one task.
+pub const MAX_DEPENDENCIES: usize = 256;
+/// Most tasks in one submit request.
+pub const MAX_BATCH: usize = 10_000;
+/// Largest `max_attempts`.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// Longest timeout: 7 days.
+pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Largest CPU demand: 1024 cores.
+pub const MAX_CPU_MILLIS: u32 = 1024 * 1000;
+/// Largest memory or disk demand: 1 PiB in MiB.
+pub const MAX_MB: u64 = 1 << 30;
+/// Longest cancel reason, in bytes.
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// Checks a task id: 1..=128 bytes of `[A-Za-z0-9._:-]`.
+pub fn validate_id(id: &str) -> Result<(), Rejection> {
+    if id.is_empty() {
+        return Err(Rejection::invalid("id", "must not be empty"));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(Rejection::invalid("id", format!("longer than {MAX_ID_LEN} bytes")));
+    }
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))) {
+        return Err(Rejection::invalid("id", format!("character {c:?} not allowed (use A-Z a-z 0-9 . _ : -)")));
+    }
+    Ok(())
+}
+
+/// Checks one spec against the static limits. Field names in errors are relative to the spec
+/// (`command`, `depends_on[2]`, ...); callers prefix them with `tasks[i]`.
+pub fn validate_spec(spec: &TaskSpec) -> Result<(), Rejection> {
+    validate_id(&spec.id)?;
+    if spec.name.len() > MAX_NAME_LEN {
+        return Err(Rejection::invalid("name", format!("longer than {MAX_NAME_LEN} bytes")));
+    }
+    if spec.command.is_empty() {
+        return Err(Rejection::invalid("command", "must not be empty"));
+    }
+    if spec.command[0].is_empty() {
+        return Err(Rejection::invalid("command[0]", "program must not be empty"));
+    }
+    if spec.command.len() > MAX_ARGS {
+        return Err(Rejection::invalid("command", format!("more than {MAX_ARGS} arguments")));
+    }
+    let argv_bytes: usize = spec.command.iter().map(String::len).sum();
+    if argv_bytes > MAX_COMMAND_BYTES {
+        return Err(Rejection::invalid("command", format!("larger than {MAX_COMMAND_BYTES} bytes")));
+    }
+    if let Some((i, _)) = spec.command.iter().enumerate().find(|(_, a)| a.contains('\0')) {
+        return Err(Rejection::invalid(format!("command[{i}]"), "contains a NUL byte"));
+    }
+    validate_env(&spec.env)?;
+    if spec.max_attempts == 0 || spec.max_attempts > MAX_ATTEMPTS {
+        return Err(Rejection::invalid("max_attempts", format!("must be between 1 and {MAX_ATTEMPTS}")));
+    }
+    if spec.timeout_ms > MAX_TIMEOUT_MS {
+        return Err(Rejection::invalid("timeout", "longer than 7 days"));
+    }
+    if spec.resources.cpu_millis > MAX_CPU_MILLIS {
+        return Err(Rejection::invalid("resources.cpu_millis", "more than 1024 cores"));
+    }
+    if spec.resources.memory_mb > MAX_MB {
+        return Err(Rejection::invalid("resources.memory_mb", "more than 1 PiB"));
+    }
+    if spec.resources.disk_mb > MAX_MB {
+        return Err(Rejection::invalid("resources.disk_mb", "more than 1 PiB"));
+    }
+    if spec.depends_on.len() > MAX_DEPENDENCIES {
+        return Err(Rejection::invalid("depends_on", format!("more than {MAX_DEPENDENCIES} dependencies")));
+    }
+    for (i, dep) in spec.depends_on.iter().enumerate() {
+        validate_id(dep).map_err(|e| e.within(&format!("depends_on[{i}]")).unnest_id())?;
+        if *dep == spec.id {
+            return Err(Rejection::invalid(format!("depends_on[{i}]"), "a task cannot depend on itself"));
+        }
+        if spec.depends_on[..i].contains(dep) {
+            return Err(Rejection::invalid(format!("depends_on[{i}]"), format!("duplicate dependency {dep:?}")));
+        }
+    }
+    validate_labels(&spec.labels)?;
+    Ok(())
+}
+
+fn validate_env(env: &BTreeMap<String, String>) -> Result<(), Rejection> {
+    let mut total = 0;
+    for (k, v) in env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(Rejection::invalid(format!("env[{k:?}]"), "keys must be non-empty without '=' or NUL"));
+        }
+        total += k.len() + v.len();
+    }
+    if total > MAX_ENV_BYTES {
+        return Err(Rejection::invalid("env", format!("larger than {MAX_ENV_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), Rejection> {
+    if labels.len() > MAX_LABELS {
+        return Err(Rejection::invalid("labels", format!("more than {MAX_LABELS} labels")));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > MAX_LABEL_LEN || v.len() > MAX_LABEL_LEN {
+            return Err(Rejection::invalid(
+                format!("labels[{k:?}]"),
+                format!("keys must be 1..={MAX_LABEL_LEN} bytes, values at most {MAX_LABEL_LEN}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a whole request: its size, each spec, and ids repeated within it.
+pub fn validate_request(tasks: &[TaskSpec]) -> Result<(), Rejection> {
+    if tasks.is_empty() {
+        return Err(Rejection::invalid("tasks", "must contain at least one task"));
+    }
+    if tasks.len() > MAX_BATCH {
+        return Err(Rejection::invalid("tasks", format!("more than {MAX_BATCH} tasks in one request")));
+    }
+    let mut seen = std::collections::HashMap::with_capacity(tasks.len());
+    for (i, spec) in tasks.iter().enumerate() {
+        validate_spec(spec).map_err(|e| e.within(&format!("tasks[{i}]")))?;
+        if let Some(first) = seen.insert(spec.id.as_str(), i) {
+            return Err(Rejection::invalid(format!("tasks[{i}].id"), format!("repeats tasks[{first}].id")));
+        }
+    }
+    Ok(())
+}
+
+impl Rejection {
+    /// `depends_on[0].id` reads badly; a nested id check names the element itself.
+    fn unnest_id(mut self) -> Self {
+        if let Some(stripped) = self.field.strip_suffix(".id") {
+            self.field = stripped.to_string();
+        }
+        self
+    }
+}

@@ -1,0 +1,214 @@
+//! Master configuration: defaults < TOML file < `TAURUS_*` environment < command-line flags.
+//!
+//! The CLI resolves the last two (clap reads flags and their `TAURUS_*` env fallbacks) and
+//! overlays them on the file with [`MasterConfig::overlay`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::error::MasterError;
+
+/// Everything a master needs to start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MasterConfig {
+    /// This master's id: unique in the cluster, never reused for a different data directory.
+    pub id: u64,
+    /// Address the gRPC server (public API and Raft traffic) listens on.
+    pub listen: SocketAddr,
+    /// Address other masters and clients use to reach this one; defaults to `listen`.
+    pub advertise: Option<SocketAddr>,
+    /// Directory of this master's sled database.
+    pub data_dir: PathBuf,
+    /// Every initial master, id -> address, this one included. On fresh data directories the
+    /// master with the lowest id forms the cluster from exactly this list, once.
+    pub peers: BTreeMap<u64, String>,
+    /// Raft timing.
+    pub raft: RaftTuning,
+    /// Write batching.
+    pub batch: BatchTuning,
+}
+
+/// Raft timing and log retention. Defaults give sub-second failover on a LAN.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTuning {
+    /// Leader heartbeat period. Must be well under `election_timeout_min / 2`.
+    #[serde(with = "humantime_serde_compat")]
+    pub heartbeat_interval: Duration,
+    /// Lower bound of the randomised election timeout.
+    #[serde(with = "humantime_serde_compat")]
+    pub election_timeout_min: Duration,
+    /// Upper bound of the randomised election timeout.
+    #[serde(with = "humantime_serde_compat")]
+    pub election_timeout_max: Duration,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot (a generous tail: openraft #2116, #1706).
+    pub keep_log_entries: u64,
+}
+
+/// Coalescing of concurrent submissions into one Raft entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchTuning {
+    /// Most tasks in one Raft entry.
+    pub max_tasks: usize,
+    /// Most Raft entries proposed but not yet applied at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        Self {
+            id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
+            advertise: None,
+            data_dir: PathBuf::from("taurus-data"),
+            peers: BTreeMap::new(),
+            raft: RaftTuning::default(),
+            batch: BatchTuning::default(),
+        }
+    }
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(200),
+            election_timeout_max: Duration::from_millis(400),
+            snapshot_every_entries: 20_000,
+            keep_log_entries: 5_000,
+        }
+    }
+}
+
+impl Default for BatchTuning {
+    fn default() -> Self {
+        Self { max_tasks: 4096, max_in_flight: 8 }
+    }
+}
+
+/// Values given on the command line or in `TAURUS_*` variables; `None` = not given.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub id: Option<u64>,
+    pub listen: Option<SocketAddr>,
+    pub advertise: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub peers: Option<BTreeMap<u64, String>>,
+}
+
+impl MasterConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, MasterError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| MasterError::Config(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| MasterError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, MasterError> {
+        toml::from_str(text).map_err(|e| MasterError::Config(e.to_string()))
+    }
+
+    /// Applies flags/env on top of this (file or default) configuration.
+    pub fn overlay(mut self, o: Overrides) -> Self {
+        if let Some(v) = o.id {
+            self.id = v;
+        }
+        if let Some(v) = o.listen {
+            self.listen = v;
+        }
+        if let Some(v) = o.advertise {
+            self.advertise = Some(v);
+        }
+        if let Some(v) = o.data_dir {
+            self.data_dir = v;
+        }
+        if let Some(v) = o.peers {
+            self.peers = v;
+        }
+        self
+    }
+
+    /// The address peers and clients should use for this master.
+    pub fn advertised(&self) -> String {
+        self.advertise.unwrap_or(self.listen).to_string()
+    }
+
+    /// Checks the configuration is usable, naming the offending key.
+    pub fn validate(&self) -> Result<(), MasterError> {
+        if self.id == 0 {
+            return Err(MasterError::Config("id: must be at least 1".into()));
+        }
+        if !self.peers.is_empty() && !self.peers.contains_key(&self.id) {
+            return Err(MasterError::Config(format!("peers: must include this master's own id {}", self.id)));
+        }
+        let r = &self.raft;
+        if r.heartbeat_interval.is_zero() || r.heartbeat_interval * 2 >= r.election_timeout_min {
+            return Err(MasterError::Config(
+                "raft.heartbeat_interval: must be non-zero and below election_timeout_min / 2".into(),
+            ));
+        }
+        if r.election_timeout_min >= r.election_timeout_max {
+            return Err(MasterError::Config(
+                "raft.election_timeout_min: must be below raft.election_timeout_max".into(),
+            ));
+        }
+        if self.batch.max_tasks == 0 || self.batch.max_in_flight == 0 {
+            return Err(MasterError::Config("batch: max_tasks and max_in_flight must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `1=127.0.0.1:7101,2=127.0.0.1:7102` into a peer map, naming the bad element.
+pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, MasterError> {
+    let mut peers = BTreeMap::new();
+    for (i, part) in s.split(',').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| MasterError::Config(format!("peers[{i}]: expected ID=HOST:PORT, got {part:?}")))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| MasterError::Config(format!("peers[{i}]: id {id:?} is not a positive integer")))?;
+        if id == 0 {
+            return Err(MasterError::Config(format!("peers[{i}]: id must be at least 1")));
+        }
+        let addr = addr.trim();
+        if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            return Err(MasterError::Config(format!("peers[{i}]: address {addr:?} needs HOST:PORT")));
+        }
+        if peers.insert(id, addr.to_string()).is_some() {
+            return Err(MasterError::Config(format!("peers[{i}]: id {id} given twice")));
+        }
+    }
+    Ok(peers)
+}
+
+/// `humantime` strings ("50ms", "2s") for durations in TOML.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+    use serde::Deserializer;
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,16 @@
+//! Errors of the master crate. Converted to `tonic::Status` only in `service`.
+
+/// The one error enum of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("storage: {0}")]
+    Store(#[from] taurus_store::StoreError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("gRPC server: {0}")]
+    Serve(String),
+}

@@ -1,0 +1,147 @@
+//! Conversions between generated protobuf types and `taurus-core` domain types.
+
+use taurus_core::types::Attempt;
+use taurus_core::types::Resources;
+use taurus_core::types::Task;
+use taurus_core::types::TaskSpec;
+use taurus_core::types::TaskState;
+
+use crate::ProtocolError;
+use crate::v1;
+
+impl From<v1::Resources> for Resources {
+    fn from(r: v1::Resources) -> Self {
+        Resources { cpu_millis: r.cpu_millis, memory_mb: r.memory_mb, disk_mb: r.disk_mb }
+    }
+}
+
+impl From<Resources> for v1::Resources {
+    fn from(r: Resources) -> Self {
+        v1::Resources { cpu_millis: r.cpu_millis, memory_mb: r.memory_mb, disk_mb: r.disk_mb }
+    }
+}
+
+impl From<v1::TaskSpec> for TaskSpec {
+    /// `max_attempts = 0` means the default, 1. Everything else is validated by the core.
+    fn from(s: v1::TaskSpec) -> Self {
+        TaskSpec {
+            id: s.id,
+            name: s.name,
+            command: s.command,
+            env: s.env.into_iter().collect(),
+            priority: s.priority,
+            resources: s.resources.map(Into::into).unwrap_or_default(),
+            timeout_ms: s.timeout_ms,
+            max_attempts: if s.max_attempts == 0 { 1 } else { s.max_attempts },
+            depends_on: s.depends_on,
+            labels: s.labels.into_iter().collect(),
+        }
+    }
+}
+
+impl From<&TaskSpec> for v1::TaskSpec {
+    fn from(s: &TaskSpec) -> Self {
+        v1::TaskSpec {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            command: s.command.clone(),
+            env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            priority: s.priority,
+            resources: Some(s.resources.into()),
+            timeout_ms: s.timeout_ms,
+            max_attempts: s.max_attempts,
+            depends_on: s.depends_on.clone(),
+            labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+}
+
+impl From<TaskState> for v1::TaskState {
+    fn from(s: TaskState) -> Self {
+        match s {
+            TaskState::Pending => v1::TaskState::Pending,
+            TaskState::Assigned => v1::TaskState::Assigned,
+            TaskState::Running => v1::TaskState::Running,
+            TaskState::Succeeded => v1::TaskState::Succeeded,
+            TaskState::Failed => v1::TaskState::Failed,
+            TaskState::Cancelled => v1::TaskState::Cancelled,
+            TaskState::TimedOut => v1::TaskState::TimedOut,
+        }
+    }
+}
+
+/// Converts a wire state (an `i32` in prost messages) to the domain state; `field` names the
+/// field for the error.
+pub fn task_state_from_i32(value: i32, field: &str) -> Result<TaskState, ProtocolError> {
+    match v1::TaskState::try_from(value) {
+        Ok(v1::TaskState::Pending) => Ok(TaskState::Pending),
+        Ok(v1::TaskState::Assigned) => Ok(TaskState::Assigned),
+        Ok(v1::TaskState::Running) => Ok(TaskState::Running),
+        Ok(v1::TaskState::Succeeded) => Ok(TaskState::Succeeded),
+        Ok(v1::TaskState::Failed) => Ok(TaskState::Failed),
+        Ok(v1::TaskState::Cancelled) => Ok(TaskState::Cancelled),
+        Ok(v1::TaskState::TimedOut) => Ok(TaskState::TimedOut),
+        Ok(v1::TaskState::Unspecified) | Err(_) => {
+            Err(ProtocolError::invalid(field, format!("unknown task state {value}")))
+        }
+    }
+}
+
+impl From<&Attempt> for v1::Attempt {
+    fn from(a: &Attempt) -> Self {
+        v1::Attempt {
+            number: a.number,
+            agent_id: a.agent_id.clone(),
+            fencing_token: a.fencing_token,
+            assigned_at_ms: a.assigned_at_ms,
+            started_at_ms: a.started_at_ms,
+            finished_at_ms: a.finished_at_ms,
+            exit_code: a.exit_code,
+            error: a.error.clone(),
+        }
+    }
+}
+
+impl From<&Task> for v1::Task {
+    fn from(t: &Task) -> Self {
+        v1::Task {
+            spec: Some((&t.spec).into()),
+            state: v1::TaskState::from(t.state) as i32,
+            attempts: t.attempts.iter().map(Into::into).collect(),
+            created_index: t.created_index,
+            log_index: t.log_index,
+            submitted_at_ms: t.submitted_at_ms,
+            updated_at_ms: t.updated_at_ms,
+            reason: t.reason.clone(),
+            unmet_dependencies: t.unmet_deps,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_round_trips_through_the_wire_enum() {
+        for s in TaskState::ALL {
+            let wire = v1::TaskState::from(s) as i32;
+            assert_eq!(task_state_from_i32(wire, "state"), Ok(s));
+        }
+    }
+
+    #[test]
+    fn unspecified_and_unknown_states_are_rejected_naming_the_field() {
+        assert_eq!(task_state_from_i32(0, "states[0]").unwrap_err().field(), "states[0]");
+        assert!(task_state_from_i32(99, "states[1]").is_err());
+    }
+
+    #[test]
+    fn zero_max_attempts_means_one_and_missing_resources_mean_none() {
+        let spec: TaskSpec = v1::TaskSpec { id: "a".into(), command: vec!["true".into()], ..Default::default() }.into();
+        assert_eq!(spec.max_attempts, 1);
+        assert_eq!(spec.resources, Resources::default());
+        let back = v1::TaskSpec::from(&spec);
+        assert_eq!(TaskSpec::from(back), spec);
+    }
+}

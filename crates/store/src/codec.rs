@@ -1,0 +1,1 @@
+//! Encoding of openraft and state-machine values (MessagePack via rmp-serde).

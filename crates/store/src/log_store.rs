@@ -1,0 +1,5 @@
+//! Sled-backed Raft log.
+
+/// The Raft log store.
+#[derive(Clone)]
+pub struct LogStore;

@@ -1,0 +1,1 @@
+//! Raft transport over tonic (client side `TonicNetwork`, server side `RaftServer`).

@@ -1,0 +1,5 @@
+//! The state machine.
+
+/// The state machine store.
+#[derive(Clone)]
+pub struct StateMachineStore;

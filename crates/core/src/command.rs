@@ -61,3 +61,16 @@ pub enum Response {
     Submit(Vec<Result<Vec<Submitted>, Rejection>>),
     Cancel(Result<CancelOutcome, Rejection>),
 }
+
+impl std::fmt::Display for Command {
+    /// A one-line summary for logs (never the whole payload).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::SubmitTasks { requests, now_ms } => {
+                let tasks: usize = requests.iter().map(|r| r.tasks.len()).sum();
+                write!(f, "SubmitTasks(requests={}, tasks={tasks}, now_ms={now_ms})", requests.len())
+            }
+            Command::CancelTask { id, now_ms, .. } => write!(f, "CancelTask({id}, now_ms={now_ms})"),
+        }
+    }
+}

@@ -212,3 +212,62 @@ mod humantime_serde_compat {
         humantime::parse_duration(&s).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_configs_parse_and_validate() {
+        for (name, text) in [
+            ("local-1", include_str!("../../../config/local-3-masters/master-1.toml")),
+            ("local-2", include_str!("../../../config/local-3-masters/master-2.toml")),
+            ("local-3", include_str!("../../../config/local-3-masters/master-3.toml")),
+            ("3-hosts", include_str!("../../../config/3-hosts/master.toml")),
+        ] {
+            let c = MasterConfig::from_toml(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(c.peers.len(), 3, "{name}");
+        }
+    }
+
+    #[test]
+    fn flags_and_env_override_the_file() {
+        let file = MasterConfig::from_toml("id = 2\nlisten = \"127.0.0.1:9000\"\n[raft]\nheartbeat_interval = \"20ms\"")
+            .expect("parses");
+        assert_eq!(file.raft.heartbeat_interval, Duration::from_millis(20));
+        let merged = file.overlay(Overrides { id: Some(7), data_dir: Some("/tmp/x".into()), ..Default::default() });
+        assert_eq!(merged.id, 7);
+        assert_eq!(merged.listen.port(), 9000, "not overridden: the file's value stays");
+        assert_eq!(merged.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(MasterConfig::from_toml("idd = 1").is_err());
+        assert!(MasterConfig::from_toml("[raft]\nheartbeat_interval = \"soon\"").is_err());
+        let c = MasterConfig { id: 0, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("id"));
+        let mut c = MasterConfig::default();
+        c.raft.heartbeat_interval = Duration::from_millis(150);
+        assert!(c.validate().unwrap_err().to_string().contains("heartbeat_interval"));
+        let c = MasterConfig { peers: parse_peers("2=127.0.0.1:1").expect("parses"), ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("peers"));
+    }
+
+    #[test]
+    fn peer_lists_parse_and_errors_name_the_element() {
+        let p = parse_peers("1=127.0.0.1:7101, 2=host-b:7102").expect("parses");
+        assert_eq!(p[&2], "host-b:7102");
+        for (bad, what) in [
+            ("1=127.0.0.1:7101,x", "peers[1]"),
+            ("0=a:1", "peers[0]"),
+            ("1=a:1,1=b:2", "given twice"),
+            ("1=nohost", "HOST:PORT"),
+            ("q=a:1", "positive integer"),
+        ] {
+            let e = parse_peers(bad).expect_err(bad).to_string();
+            assert!(e.contains(what), "{bad}: {e}");
+        }
+    }
+}

@@ -1,13 +1,259 @@
-//! Starting and stopping a master.
+//! Starting and stopping a master, and the context every service shares.
+//!
+//! Start-up is a recipe: validate config → open the sled store → build the openraft node →
+//! bind and serve every gRPC service on one port → form the cluster if this is its very first
+//! start → wait for shutdown → stop serving, shut Raft down, flush.
+//!
+//! **Cluster formation happens once.** Only the master with the lowest id in `peers` may call
+//! `initialize`, only while its own log is empty, and only when none of its reachable peers
+//! reports an initialised state. A restarted master finds its log on disk and never initialises;
+//! a master added later is not the lowest id and waits to be added as a learner.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
+use openraft::BasicNode;
+use openraft::ReadPolicy;
+use openraft::SnapshotPolicy;
+use openraft::async_runtime::watch::WatchReceiver;
+use taurus_protocol::internal;
+use taurus_protocol::internal::raft_service_client::RaftServiceClient;
+use taurus_protocol::internal::raft_service_server::RaftServiceServer;
+use taurus_protocol::v1::cluster_service_server::ClusterServiceServer;
+use taurus_protocol::v1::task_service_server::TaskServiceServer;
+use taurus_store::NodeId;
+use taurus_store::Raft;
+use taurus_store::StateMachineStore;
+use taurus_store::network::Channels;
+use taurus_store::network::MAX_MESSAGE_BYTES;
+use taurus_store::network::NetworkFactory;
+use taurus_store::network::RaftServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::batcher::Batcher;
 use crate::config::MasterConfig;
 use crate::error::MasterError;
+use crate::service::cluster::ClusterApi;
+use crate::service::task::TaskApi;
+
+/// How long a follower waits to apply up to a leader's read index before giving up.
+const READ_APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one peer query (formation check, status) may take.
+const PEER_QUERY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub sm: StateMachineStore,
+    pub batcher: Batcher,
+    pub channels: Channels,
+}
+
+/// The leader as this node currently sees it.
+#[derive(Clone, Debug)]
+pub struct LeaderInfo {
+    pub id: NodeId,
+    pub addr: String,
+}
+
+impl Node {
+    /// A clone of the current Raft metrics (never hold the watch borrow across an await).
+    pub fn metrics(&self) -> openraft::RaftMetrics<taurus_store::TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// The current leader, if one is known, with its address.
+    pub fn leader(&self) -> Option<LeaderInfo> {
+        let m = self.metrics();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some(LeaderInfo { id, addr })
+    }
+
+    /// True while this node believes it leads (a proposal still confirms it through Raft).
+    pub fn is_leader(&self) -> bool {
+        self.metrics().current_leader == Some(self.id)
+    }
+
+    /// Makes a linearizable read possible: confirms the read index with the leader (itself or
+    /// remote) and waits until the local state machine has applied it. Returns the applied index.
+    pub async fn read_barrier(&self) -> Result<u64, ReadError> {
+        let read_index = if self.is_leader() {
+            match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                Ok(r) => r.log_id().index,
+                Err(e) => return Err(ReadError::NoLeader(format!("leadership not confirmed: {e}"))),
+            }
+        } else {
+            let leader = self.leader().ok_or_else(|| ReadError::NoLeader("no leader elected yet".into()))?;
+            let ch = self.channels.get(&leader.addr).map_err(ReadError::NoLeader)?;
+            let mut client = RaftServiceClient::new(ch);
+            let mut req = tonic::Request::new(internal::ReadIndexRequest {});
+            req.set_timeout(READ_APPLY_TIMEOUT);
+            match client.read_index(req).await {
+                Ok(r) => r.into_inner().read_index,
+                Err(s) => {
+                    return Err(ReadError::NoLeader(format!("leader {} refused a read index: {}", leader.id, s.message())));
+                }
+            }
+        };
+        self.wait_applied(read_index).await
+    }
+
+    /// Waits until the local state machine has applied `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<u64, ReadError> {
+        let mut rx = self.sm.subscribe();
+        let wait = async {
+            loop {
+                let applied = *rx.borrow_and_update();
+                if applied >= index {
+                    return Ok(applied);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(ReadError::NoLeader("state machine closed".into()));
+                }
+            }
+        };
+        match tokio::time::timeout(READ_APPLY_TIMEOUT, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(ReadError::Lagging { wanted: index, applied: self.sm.applied_index() }),
+        }
+    }
+}
+
+/// Why a linearizable read could not be served here.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    NoLeader(String),
+    #[error("this master has applied up to {applied} but the read needs {wanted}")]
+    Lagging { wanted: u64, applied: u64 },
+}
+
+/// Builds the openraft configuration from ours.
+fn raft_config(config: &MasterConfig) -> Result<openraft::Config, MasterError> {
+    let r = &config.raft;
+    let c = openraft::Config {
+        cluster_name: "taurus".into(),
+        heartbeat_interval: r.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: r.election_timeout_min.as_millis() as u64,
+        election_timeout_max: r.election_timeout_max.as_millis() as u64,
+        // Snapshots of a large state take seconds to ship and install.
+        install_snapshot_timeout: 60_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: r.keep_log_entries,
+        purge_batch_size: (r.snapshot_every_entries / 4).clamp(1, 1024),
+        // Beyond this lag a follower gets a snapshot instead of the log.
+        replication_lag_threshold: r.snapshot_every_entries.max(r.keep_log_entries) * 2,
+        ..Default::default()
+    };
+    c.validate().map_err(|e| MasterError::Config(format!("raft: {e}")))
+}
 
 /// Runs a master until `shutdown` resolves, then stops it cleanly.
 pub async fn run(config: MasterConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), MasterError> {
     config.validate()?;
-    shutdown.await;
-    Err(MasterError::Raft("not implemented yet".into()))
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| MasterError::Listen { addr: config.listen.to_string(), source })?;
+    run_with_listener(config, listener, Channels::default(), shutdown).await
+}
+
+/// Like [`run`], on an already-bound listener (tests bind port 0 first) and with the given
+/// peer channels (tests keep a clone to inject partitions).
+pub async fn run_with_listener(
+    config: MasterConfig,
+    listener: TcpListener,
+    channels: Channels,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), MasterError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| MasterError::Config(format!("data_dir: cannot create {}: {e}", config.data_dir.display())))?;
+    let (log_store, sm) = taurus_store::log_store::open(&config.data_dir)?;
+    let network = NetworkFactory::new(config.id, channels.clone());
+    let raft = Raft::new(config.id, Arc::new(raft_config(&config)?), network, log_store, sm.clone())
+        .await
+        .map_err(|e| MasterError::Raft(e.to_string()))?;
+    let batcher = Batcher::start(raft.clone(), config.batch.max_tasks, config.batch.max_in_flight);
+    let node = Node { id: config.id, raft: raft.clone(), sm, batcher, channels };
+    let addr = listener.local_addr().map_err(|e| MasterError::Serve(e.to_string()))?;
+    tracing::info!(id = config.id, %addr, data_dir = %config.data_dir.display(), "master starting");
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<TaskServiceServer<TaskApi>>().await;
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(
+            RaftServiceServer::new(RaftServer::new(config.id, raft.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(TaskServiceServer::new(TaskApi::new(node.clone())).max_decoding_message_size(64 << 20))
+        .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+
+    let formation = tokio::spawn(form_cluster_once(node.clone(), config.peers.clone()));
+    let served = server.await;
+    formation.abort();
+    tracing::info!(id = config.id, "master stopping");
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    served.map_err(|e| MasterError::Serve(e.to_string()))
+}
+
+/// Forms the cluster on its very first start (see the module docs for the rules).
+async fn form_cluster_once(node: Node, peers: BTreeMap<NodeId, String>) {
+    let Some(&lowest) = peers.keys().next() else { return };
+    if lowest != node.id {
+        return;
+    }
+    match node.raft.is_initialized().await {
+        Ok(false) => {}
+        Ok(true) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot tell whether this master is initialised");
+            return;
+        }
+    }
+    for (&id, addr) in peers.iter().filter(|(id, _)| **id != node.id) {
+        if let Some(info) = query_peer(&node.channels, id, addr).await
+            && (info.term > 0 || info.last_log_index > 0)
+        {
+            tracing::error!(
+                peer = id,
+                term = info.term,
+                "peer already belongs to a formed cluster; not initialising. A master whose data \
+                 directory was lost must rejoin under a NEW id (taurus cluster add-master)"
+            );
+            return;
+        }
+    }
+    let members: BTreeMap<NodeId, BasicNode> =
+        peers.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
+    match node.raft.initialize(members).await {
+        Ok(()) => tracing::info!(members = ?peers.keys().collect::<Vec<_>>(), "cluster formed"),
+        Err(e) => tracing::warn!(error = %e, "cluster formation skipped"),
+    }
+}
+
+/// Asks one peer for its own view; `None` when it does not answer in time.
+pub async fn query_peer(channels: &Channels, id: NodeId, addr: &str) -> Option<internal::NodeInfoResponse> {
+    let ch = channels.get(addr).ok()?;
+    let mut client = RaftServiceClient::new(ch);
+    let mut req = tonic::Request::new(internal::NodeInfoRequest {});
+    req.set_timeout(PEER_QUERY_TIMEOUT);
+    if let Ok(v) = id.to_string().parse() {
+        req.metadata_mut().insert(taurus_store::network::TARGET_HEADER, v);
+    }
+    match tokio::time::timeout(PEER_QUERY_TIMEOUT, client.node_info(req)).await {
+        Ok(Ok(r)) => Some(r.into_inner()),
+        _ => None,
+    }
 }

@@ -1,0 +1,221 @@
+//! `taurus.v1.ClusterService`: status, membership changes, leadership transfer.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::ChangeMembers;
+use taurus_protocol::v1;
+use taurus_protocol::v1::cluster_service_client::ClusterServiceClient;
+use taurus_protocol::v1::cluster_service_server::ClusterService;
+use taurus_store::NodeId;
+use taurus_store::network::role_name;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use super::forward_request;
+use super::is_forwarded;
+use super::leader_channel;
+use super::write_status;
+use crate::node::Node;
+use crate::node::query_peer;
+use crate::write::classify_write_error;
+
+/// How long a leadership transfer may take before we report it as not done.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new master may take to catch up as a learner before it is promoted.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct ClusterApi {
+    node: Node,
+}
+
+impl ClusterApi {
+    pub fn new(node: Node) -> Self {
+        Self { node }
+    }
+
+    async fn leader_client(&self, forwarded: bool) -> Result<ClusterServiceClient<tonic::transport::Channel>, Status> {
+        let (_, ch) = leader_channel(&self.node, forwarded)?;
+        Ok(ClusterServiceClient::new(ch))
+    }
+
+    /// The cluster as seen from here, each member asked for its own indexes.
+    async fn status(&self) -> v1::ClusterStatus {
+        let m = self.node.metrics();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let nodes: Vec<(NodeId, String)> = membership.nodes().map(|(id, n)| (*id, n.addr.clone())).collect();
+        let queries = nodes.iter().map(|(id, addr)| {
+            let node = self.node.clone();
+            let (id, addr) = (*id, addr.clone());
+            async move {
+                if id == node.id {
+                    let m = node.metrics();
+                    return (id, addr, Ok(local_info(&node, &m)));
+                }
+                match query_peer(&node.channels, id, &addr).await {
+                    Some(info) => (id, addr, Ok(info)),
+                    None => (id, addr, Err("did not answer within 500ms".to_string())),
+                }
+            }
+        });
+        let answers = futures::future::join_all(queries).await;
+        let members = answers
+            .into_iter()
+            .map(|(id, addr, info)| match info {
+                Ok(i) => v1::Member {
+                    id,
+                    addr,
+                    role: i.role,
+                    voter: voters.contains(&id),
+                    term: i.term,
+                    last_log_index: i.last_log_index,
+                    commit_index: i.commit_index,
+                    applied_index: i.applied_index,
+                    reachable: true,
+                    error: String::new(),
+                    snapshot_index: i.snapshot_index,
+                    purged_index: i.purged_index,
+                },
+                Err(error) => v1::Member {
+                    id,
+                    addr,
+                    role: "unreachable".into(),
+                    voter: voters.contains(&id),
+                    reachable: false,
+                    error,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        v1::ClusterStatus { leader: m.current_leader.unwrap_or(0), term: m.current_term, members, served_by: self.node.id }
+    }
+}
+
+fn local_info(
+    node: &Node,
+    m: &openraft::RaftMetrics<taurus_store::TypeConfig>,
+) -> taurus_protocol::internal::NodeInfoResponse {
+    taurus_protocol::internal::NodeInfoResponse {
+        id: node.id,
+        role: role_name(m.state).to_string(),
+        term: m.current_term,
+        leader: m.current_leader.unwrap_or(0),
+        last_log_index: m.last_log_index.unwrap_or(0),
+        commit_index: m.committed.as_ref().map(|l| l.index).unwrap_or(0),
+        applied_index: m.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
+        snapshot_index: m.snapshot.as_ref().map(|l| l.index).unwrap_or(0),
+        purged_index: m.purged.as_ref().map(|l| l.index).unwrap_or(0),
+    }
+}
+
+/// Checks a `host:port` address, naming the field.
+fn check_addr(addr: &str) -> Result<(), Status> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
+        _ => Err(Status::invalid_argument(format!("addr: expected HOST:PORT, got {addr:?}"))),
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterService for ClusterApi {
+    async fn get_status(&self, _req: Request<v1::ClusterStatusRequest>) -> Result<Response<v1::ClusterStatus>, Status> {
+        Ok(Response::new(self.status().await))
+    }
+
+    async fn add_master(&self, req: Request<v1::AddMasterRequest>) -> Result<Response<v1::ClusterStatus>, Status> {
+        let forwarded = is_forwarded(&req);
+        let msg = req.into_inner();
+        if msg.id == 0 {
+            return Err(Status::invalid_argument("id: must be at least 1"));
+        }
+        check_addr(&msg.addr)?;
+        if !self.node.is_leader() {
+            return self.leader_client(forwarded).await?.add_master(forward_request(&self.node, msg)).await;
+        }
+        let m = self.node.metrics();
+        if m.membership_config.membership().voter_ids().any(|v| v == msg.id) {
+            return Err(Status::already_exists(format!("id: master {} is already a voter", msg.id)));
+        }
+        tracing::info!(id = msg.id, addr = %msg.addr, "adding master as learner");
+        let add = self.node.raft.add_learner(msg.id, BasicNode { addr: msg.addr.clone() }, true);
+        match tokio::time::timeout(CATCH_UP_TIMEOUT, add).await {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "master {} did not catch up within {CATCH_UP_TIMEOUT:?}; it stays a learner",
+                    msg.id
+                )));
+            }
+            Ok(Err(e)) => return Err(write_status(classify_write_error(e))),
+            Ok(Ok(_)) => {}
+        }
+        tracing::info!(id = msg.id, "promoting master to voter");
+        self.node
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([msg.id])), false)
+            .await
+            .map_err(|e| write_status(classify_write_error(e)))?;
+        Ok(Response::new(self.status().await))
+    }
+
+    async fn remove_master(
+        &self,
+        req: Request<v1::RemoveMasterRequest>,
+    ) -> Result<Response<v1::ClusterStatus>, Status> {
+        let forwarded = is_forwarded(&req);
+        let msg = req.into_inner();
+        if !self.node.is_leader() {
+            return self.leader_client(forwarded).await?.remove_master(forward_request(&self.node, msg)).await;
+        }
+        let m = self.node.metrics();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let is_learner = membership.learner_ids().any(|l| l == msg.id);
+        if !voters.contains(&msg.id) && !is_learner {
+            return Err(Status::not_found(format!("id: master {} is not a member", msg.id)));
+        }
+        if voters.len() == 1 && voters.contains(&msg.id) {
+            return Err(Status::failed_precondition("id: cannot remove the last voting master"));
+        }
+        let change = if voters.contains(&msg.id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([msg.id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([msg.id]))
+        };
+        tracing::info!(id = msg.id, "removing master");
+        self.node.raft.change_membership(change, false).await.map_err(|e| write_status(classify_write_error(e)))?;
+        Ok(Response::new(self.status().await))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<v1::TransferLeaderRequest>,
+    ) -> Result<Response<v1::ClusterStatus>, Status> {
+        let forwarded = is_forwarded(&req);
+        let msg = req.into_inner();
+        if !self.node.is_leader() {
+            return self.leader_client(forwarded).await?.transfer_leader(forward_request(&self.node, msg)).await;
+        }
+        let m = self.node.metrics();
+        if !m.membership_config.membership().voter_ids().any(|v| v == msg.to) {
+            return Err(Status::invalid_argument(format!("to: master {} is not a voting member", msg.to)));
+        }
+        if msg.to != self.node.id {
+            self.node
+                .raft
+                .trigger()
+                .transfer_leader(msg.to)
+                .await
+                .map_err(|e| Status::unavailable(format!("raft stopped: {e}")))?;
+            self.node
+                .raft
+                .wait(Some(TRANSFER_TIMEOUT))
+                .current_leader(msg.to, "leadership transfer")
+                .await
+                .map_err(|e| Status::deadline_exceeded(format!("transfer to {} not confirmed: {e}", msg.to)))?;
+        }
+        Ok(Response::new(self.status().await))
+    }
+}

@@ -1,0 +1,252 @@
+//! `taurus.v1.TaskService`.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use taurus_core::Command;
+use taurus_core::Response as CoreResponse;
+use taurus_core::TaskSpec;
+use taurus_core::TaskState;
+use taurus_core::validate;
+use taurus_protocol::convert::task_state_from_i32;
+use taurus_protocol::v1;
+use taurus_protocol::v1::task_service_client::TaskServiceClient;
+use taurus_protocol::v1::task_service_server::TaskService;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use super::forward_request;
+use super::is_forwarded;
+use super::leader_channel;
+use super::read_status;
+use super::rejection_status;
+use super::write_status;
+use crate::batcher::now_ms;
+use crate::node::Node;
+use crate::write::WriteError;
+use crate::write::classify_write_error;
+
+/// Default and largest page of `ListTasks`.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+pub struct TaskApi {
+    node: Node,
+}
+
+impl TaskApi {
+    pub fn new(node: Node) -> Self {
+        Self { node }
+    }
+
+    fn read_info(&self, applied: u64, stale: bool) -> v1::ReadInfo {
+        v1::ReadInfo { served_by: self.node.id, applied_index: applied, stale }
+    }
+
+    /// Confirms with the leader unless the caller accepted a stale read; returns the read info.
+    async fn prepare_read(&self, consistency: i32) -> Result<v1::ReadInfo, Status> {
+        if consistency == v1::Consistency::Stale as i32 {
+            return Ok(self.read_info(self.node.sm.applied_index(), true));
+        }
+        let applied = self.node.read_barrier().await.map_err(read_status)?;
+        Ok(self.read_info(applied, false))
+    }
+
+    async fn forward_submit(
+        &self,
+        msg: v1::SubmitTasksRequest,
+        forwarded: bool,
+    ) -> Result<Response<v1::SubmitTasksResponse>, Status> {
+        let (_, ch) = leader_channel(&self.node, forwarded)?;
+        let mut client = TaskServiceClient::new(ch).max_decoding_message_size(64 << 20);
+        client.submit_tasks(forward_request(&self.node, msg)).await
+    }
+
+    async fn forward_cancel(
+        &self,
+        msg: v1::CancelTaskRequest,
+        forwarded: bool,
+    ) -> Result<Response<v1::CancelTaskResponse>, Status> {
+        let (_, ch) = leader_channel(&self.node, forwarded)?;
+        TaskServiceClient::new(ch).cancel_task(forward_request(&self.node, msg)).await
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchTaskEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TaskService for TaskApi {
+    async fn submit_tasks(
+        &self,
+        req: Request<v1::SubmitTasksRequest>,
+    ) -> Result<Response<v1::SubmitTasksResponse>, Status> {
+        let forwarded = is_forwarded(&req);
+        let mut msg = req.into_inner();
+        // Ids are the idempotency key: the client library always sets them. A bare gRPC caller
+        // that leaves one empty gets a fresh UUIDv7 (and loses retry-safety for that task).
+        for t in msg.tasks.iter_mut().filter(|t| t.id.is_empty()) {
+            t.id = uuid::Uuid::now_v7().to_string();
+        }
+        if !self.node.is_leader() {
+            return self.forward_submit(msg, forwarded).await;
+        }
+        let specs: Vec<TaskSpec> = msg.tasks.iter().cloned().map(TaskSpec::from).collect();
+        validate::validate_request(&specs).map_err(rejection_status)?;
+        match self.node.batcher.submit(specs).await {
+            Ok((Ok(results), index)) => Ok(Response::new(v1::SubmitTasksResponse {
+                results: results
+                    .into_iter()
+                    .map(|s| v1::SubmitResult {
+                        id: s.id,
+                        created: s.created,
+                        state: v1::TaskState::from(s.state) as i32,
+                        log_index: s.log_index,
+                    })
+                    .collect(),
+                log_index: index,
+            })),
+            Ok((Err(rejection), _)) => Err(rejection_status(rejection)),
+            // Refused before it was appended: the leader moved; hand it over.
+            Err(WriteError::NotLeader { .. }) => self.forward_submit(msg, forwarded).await,
+            Err(e) => Err(write_status(e)),
+        }
+    }
+
+    async fn get_task(&self, req: Request<v1::GetTaskRequest>) -> Result<Response<v1::GetTaskResponse>, Status> {
+        let msg = req.into_inner();
+        validate::validate_id(&msg.id).map_err(rejection_status)?;
+        let read = self.prepare_read(msg.consistency).await?;
+        let task = self.node.sm.read(|s| s.get(&msg.id).map(v1::Task::from));
+        match task {
+            Some(task) => Ok(Response::new(v1::GetTaskResponse { task: Some(task), read: Some(read) })),
+            None => Err(Status::not_found(format!("id: no task {:?}", msg.id))),
+        }
+    }
+
+    async fn list_tasks(
+        &self,
+        req: Request<v1::ListTasksRequest>,
+    ) -> Result<Response<v1::ListTasksResponse>, Status> {
+        let msg = req.into_inner();
+        let states = msg
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| task_state_from_i32(*s, &format!("states[{i}]")))
+            .collect::<Result<Vec<TaskState>, _>>()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let limit = match msg.page_size as usize {
+            0 => DEFAULT_PAGE,
+            n if n > MAX_PAGE => {
+                return Err(Status::invalid_argument(format!("page_size: at most {MAX_PAGE}")));
+            }
+            n => n,
+        };
+        let after = (!msg.page_token.is_empty()).then_some(msg.page_token.as_str());
+        if let Some(a) = after {
+            validate::validate_id(a).map_err(|_| Status::invalid_argument("page_token: not a token we issued"))?;
+        }
+        let read = self.prepare_read(msg.consistency).await?;
+        let (tasks, next, total) = self.node.sm.read(|s| {
+            let page = s.list(&states, after, limit);
+            let total = if states.is_empty() {
+                s.len()
+            } else {
+                let mut uniq = states.clone();
+                uniq.sort();
+                uniq.dedup();
+                uniq.iter().map(|st| s.count(*st)).sum()
+            };
+            (page.tasks.into_iter().map(v1::Task::from).collect::<Vec<_>>(), page.next_after, total)
+        });
+        Ok(Response::new(v1::ListTasksResponse {
+            tasks,
+            next_page_token: next.unwrap_or_default(),
+            read: Some(read),
+            total: total as u64,
+        }))
+    }
+
+    async fn cancel_task(
+        &self,
+        req: Request<v1::CancelTaskRequest>,
+    ) -> Result<Response<v1::CancelTaskResponse>, Status> {
+        let forwarded = is_forwarded(&req);
+        let msg = req.into_inner();
+        validate::validate_id(&msg.id).map_err(rejection_status)?;
+        if msg.reason.len() > validate::MAX_REASON_LEN {
+            return Err(Status::invalid_argument(format!("reason: longer than {} bytes", validate::MAX_REASON_LEN)));
+        }
+        if !self.node.is_leader() {
+            return self.forward_cancel(msg, forwarded).await;
+        }
+        let cmd = Command::CancelTask { id: msg.id.clone(), reason: msg.reason.clone(), now_ms: now_ms() };
+        match self.node.raft.client_write(cmd).await {
+            Ok(resp) => match resp.data {
+                CoreResponse::Cancel(Ok(c)) => Ok(Response::new(v1::CancelTaskResponse {
+                    id: c.id,
+                    cancelled: c.cancelled,
+                    state: v1::TaskState::from(c.state) as i32,
+                    log_index: c.log_index,
+                })),
+                CoreResponse::Cancel(Err(r)) => Err(rejection_status(r)),
+                other => Err(Status::internal(format!("unexpected state machine response {other:?}"))),
+            },
+            Err(e) => match classify_write_error(e) {
+                WriteError::NotLeader { .. } => self.forward_cancel(msg, forwarded).await,
+                other => Err(write_status(other)),
+            },
+        }
+    }
+
+    type WatchTaskStream = WatchStream;
+
+    async fn watch_task(&self, req: Request<v1::WatchTaskRequest>) -> Result<Response<WatchStream>, Status> {
+        let id = req.into_inner().id;
+        validate::validate_id(&id).map_err(rejection_status)?;
+        // Subscribe before the barrier so no change between the two is missed.
+        let mut applied = self.node.sm.subscribe();
+        self.node.read_barrier().await.map_err(read_status)?;
+        let first = self
+            .node
+            .sm
+            .read(|s| s.get(&id).map(v1::Task::from))
+            .ok_or_else(|| Status::not_found(format!("id: no task {id:?}")))?;
+        let (tx, rx) = mpsc::channel(16);
+        let sm = self.node.sm.clone();
+        tokio::spawn(async move {
+            let mut last = first.log_index;
+            let mut terminal = is_terminal(&first);
+            if tx.send(Ok(v1::WatchTaskEvent { task: Some(first) })).await.is_err() {
+                return;
+            }
+            while !terminal {
+                tokio::select! {
+                    changed = applied.changed() => if changed.is_err() {
+                        let _ = tx.send(Err(Status::unavailable("master shutting down; watch again"))).await;
+                        return;
+                    },
+                    // The caller went away (or the server is stopping): stop watching.
+                    _ = tx.closed() => return,
+                }
+                let Some(task) = sm.read(|s| s.get(&id).map(v1::Task::from)) else { continue };
+                if task.log_index <= last {
+                    continue;
+                }
+                last = task.log_index;
+                terminal = is_terminal(&task);
+                if tx.send(Ok(v1::WatchTaskEvent { task: Some(task) })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn is_terminal(task: &v1::Task) -> bool {
+    task_state_from_i32(task.state, "state").map(TaskState::is_terminal).unwrap_or(false)
+}

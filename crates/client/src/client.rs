@@ -1,0 +1,509 @@
+//! [`Client`]: one lazily-connected channel per master, and the retry loop every call goes through.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
+
+use taurus_core::TaskState;
+use taurus_protocol::v1;
+use taurus_protocol::v1::cluster_service_client::ClusterServiceClient;
+use taurus_protocol::v1::task_service_client::TaskServiceClient;
+use tonic::Status;
+use tonic::transport::Channel;
+use tonic::transport::Endpoint;
+
+use crate::address::normalize_address;
+use crate::error::ClientError;
+use crate::error::describe;
+use crate::retry::is_retryable;
+use crate::retry::jittered_backoff;
+
+/// Default overall deadline of one call, retries included.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+/// Default limit on one attempt against one master before trying the next one.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A handle on a Taurus cluster. Cheap to clone: clones share the channels and the notion of
+/// which master is current.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    deadline: Duration,
+    attempt_timeout: Duration,
+}
+
+struct Inner {
+    masters: Vec<Master>,
+    /// Index of the master calls start with: the last one that answered.
+    current: AtomicUsize,
+}
+
+struct Master {
+    /// Normalised `http://host:port`.
+    uri: String,
+    channel: Channel,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("masters", &self.masters())
+            .field("current", &self.current_master())
+            .field("deadline", &self.deadline)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .finish()
+    }
+}
+
+/// Gives every task without an id a fresh UUIDv7; ids already given are kept.
+pub fn fill_missing_ids(tasks: &mut [v1::TaskSpec]) {
+    for t in tasks.iter_mut().filter(|t| t.id.is_empty()) {
+        t.id = uuid::Uuid::now_v7().to_string();
+    }
+}
+
+impl Client {
+    /// A client for these masters (`host:port` or `http://host:port`). Connects lazily: an
+    /// unreachable master is only noticed by a call. Must be called inside a Tokio runtime.
+    pub fn new(masters: Vec<String>) -> Result<Self, ClientError> {
+        if masters.is_empty() {
+            return Err(ClientError::NoMasters);
+        }
+        let mut built = Vec::with_capacity(masters.len());
+        for addr in masters {
+            let invalid = |reason: String| ClientError::InvalidAddress {
+                addr: addr.clone(),
+                reason,
+            };
+            let uri = normalize_address(&addr).map_err(invalid)?;
+            let endpoint = Endpoint::from_shared(uri.clone())
+                .map_err(|e| invalid(e.to_string()))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5));
+            built.push(Master {
+                uri,
+                channel: endpoint.connect_lazy(),
+            });
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                masters: built,
+                current: AtomicUsize::new(0),
+            }),
+            deadline: DEFAULT_DEADLINE,
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+        })
+    }
+
+    /// Sets the overall deadline of each call, retries included (default 10 s).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Sets how long one attempt may take before the call moves to the next master (default
+    /// 3 s, never more than what is left of the deadline).
+    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// The overall deadline of each call.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// The normalised addresses of all masters, in the order given.
+    pub fn masters(&self) -> Vec<&str> {
+        self.inner.masters.iter().map(|m| m.uri.as_str()).collect()
+    }
+
+    /// The master the next call starts with.
+    pub fn current_master(&self) -> &str {
+        &self.inner.masters[self.current_index()].uri
+    }
+
+    fn current_index(&self) -> usize {
+        self.inner.current.load(Ordering::Relaxed) % self.inner.masters.len()
+    }
+
+    /// Makes `idx` current (after it answered).
+    fn stick(&self, idx: usize) {
+        self.inner.current.store(idx, Ordering::Relaxed);
+    }
+
+    /// Moves past master `idx` (after it failed) and returns the next one to try. When another
+    /// call already moved on, the shared current master is left alone.
+    pub(crate) fn rotate(&self, idx: usize) -> usize {
+        let next = (idx + 1) % self.inner.masters.len();
+        let _ = self
+            .inner
+            .current
+            .compare_exchange(idx, next, Ordering::Relaxed, Ordering::Relaxed);
+        next
+    }
+
+    /// Runs `attempt` against the current master and then the others, with back-off, until it
+    /// succeeds, fails in a way retrying cannot fix, or the deadline passes. Returns the answer
+    /// and the index of the master that gave it.
+    pub(crate) async fn call_at<T, F, Fut>(
+        &self,
+        op: &'static str,
+        attempt_timeout: Duration,
+        mut attempt: F,
+    ) -> Result<(T, usize), ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let deadline = Instant::now() + self.deadline;
+        let mut idx = self.current_index();
+        let mut attempts = 0u32;
+        loop {
+            let master = &self.inner.masters[idx];
+            let budget = attempt_timeout.min(deadline.saturating_duration_since(Instant::now()));
+            attempts += 1;
+            let (code, last) = match tokio::time::timeout(budget, attempt(master.channel.clone())).await {
+                Ok(Ok(response)) => {
+                    self.stick(idx);
+                    return Ok((response.into_inner(), idx));
+                }
+                Ok(Err(status)) if is_retryable(&status) => {
+                    (Some(status.code()), describe(status.code(), status.message()))
+                }
+                Ok(Err(status)) => {
+                    return Err(ClientError::Rejected {
+                        op,
+                        master: master.uri.clone(),
+                        code: status.code(),
+                        message: status.message().to_string(),
+                    });
+                }
+                Err(_) => (None, format!("no answer within {} ms", budget.as_millis())),
+            };
+            tracing::debug!(op, master = %master.uri, attempts, error = %last, "attempt failed");
+            let give_up = || ClientError::Unavailable {
+                op,
+                deadline: self.deadline,
+                attempts,
+                master: master.uri.clone(),
+                code,
+                last: last.clone(),
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(give_up());
+            }
+            tokio::time::sleep(jittered_backoff(attempts - 1).min(remaining)).await;
+            if Instant::now() >= deadline {
+                return Err(give_up());
+            }
+            idx = self.rotate(idx);
+        }
+    }
+
+    async fn call<T, F, Fut>(&self, op: &'static str, attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        Ok(self.call_at(op, self.attempt_timeout, attempt).await?.0)
+    }
+
+    /// Asks the cluster who leads and makes the leader the current master, so that writes skip
+    /// the forwarding hop. Returns the leader's id, or `None` while there is none (or when the
+    /// leader is not among this client's masters).
+    pub async fn prefer_leader(&self) -> Result<Option<u64>, ClientError> {
+        let (status, idx) = self
+            .call_at("cluster status", self.attempt_timeout, |ch| async move {
+                ClusterServiceClient::new(ch)
+                    .get_status(v1::ClusterStatusRequest {})
+                    .await
+            })
+            .await?;
+        if status.leader == 0 {
+            return Ok(None);
+        }
+        if status.served_by == status.leader {
+            self.stick(idx);
+            return Ok(Some(status.leader));
+        }
+        let leader_uri = status
+            .members
+            .iter()
+            .find(|m| m.id == status.leader)
+            .and_then(|m| normalize_address(&m.addr).ok());
+        match leader_uri.and_then(|uri| self.inner.masters.iter().position(|m| m.uri == uri)) {
+            Some(i) => {
+                self.stick(i);
+                Ok(Some(status.leader))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Submits tasks as one atomic batch. Tasks without an id get a UUIDv7 before the first
+    /// attempt, so every retry carries the same ids and a retried submit never creates a second
+    /// task. Results come in request order.
+    pub async fn submit(&self, mut tasks: Vec<v1::TaskSpec>) -> Result<v1::SubmitTasksResponse, ClientError> {
+        fill_missing_ids(&mut tasks);
+        self.submit_request(&v1::SubmitTasksRequest { tasks }).await
+    }
+
+    /// Like [`Client::submit`] for a request built in advance (as the benchmark does); the
+    /// request stays with the caller, so it can be sent again. Ids must already be filled in
+    /// ([`fill_missing_ids`]); a task without one gets a fresh UUIDv7 that the caller never sees.
+    pub async fn submit_request(
+        &self,
+        request: &v1::SubmitTasksRequest,
+    ) -> Result<v1::SubmitTasksResponse, ClientError> {
+        let filled;
+        let request = if request.tasks.iter().any(|t| t.id.is_empty()) {
+            let mut r = request.clone();
+            fill_missing_ids(&mut r.tasks);
+            filled = r;
+            &filled
+        } else {
+            request
+        };
+        let response = self
+            .call("submit", |ch| {
+                let req = request.clone();
+                async move { TaskServiceClient::new(ch).submit_tasks(req).await }
+            })
+            .await?;
+        if response.results.len() != request.tasks.len() {
+            return Err(ClientError::invalid_response(
+                "submit",
+                format!(
+                    "{} results for {} tasks",
+                    response.results.len(),
+                    request.tasks.len()
+                ),
+            ));
+        }
+        Ok(response)
+    }
+
+    /// Reads one task: linearizable, or whatever the serving master has applied when `stale`.
+    pub async fn get_task(&self, id: &str, stale: bool) -> Result<v1::GetTaskResponse, ClientError> {
+        let req = v1::GetTaskRequest {
+            id: id.to_string(),
+            consistency: consistency(stale),
+        };
+        let response = self
+            .call("get task", |ch| {
+                let req = req.clone();
+                async move { TaskServiceClient::new(ch).get_task(req).await }
+            })
+            .await?;
+        if response.task.is_none() {
+            return Err(ClientError::invalid_response("get task", "no task in the answer"));
+        }
+        Ok(response)
+    }
+
+    /// One page of tasks in id order, filtered by state (empty = all). `page_size` 0 means the
+    /// server's default; `page_token` is empty for the first page.
+    pub async fn list_tasks(
+        &self,
+        states: &[TaskState],
+        page_size: u32,
+        page_token: &str,
+        stale: bool,
+    ) -> Result<v1::ListTasksResponse, ClientError> {
+        let req = v1::ListTasksRequest {
+            states: states.iter().map(|s| v1::TaskState::from(*s) as i32).collect(),
+            page_size,
+            page_token: page_token.to_string(),
+            consistency: consistency(stale),
+        };
+        self.call("list tasks", |ch| {
+            let req = req.clone();
+            async move { TaskServiceClient::new(ch).list_tasks(req).await }
+        })
+        .await
+    }
+
+    /// Cancels a task. Cancelling a terminal task changes nothing (`cancelled = false`).
+    pub async fn cancel_task(&self, id: &str, reason: &str) -> Result<v1::CancelTaskResponse, ClientError> {
+        let req = v1::CancelTaskRequest {
+            id: id.to_string(),
+            reason: reason.to_string(),
+        };
+        self.call("cancel task", |ch| {
+            let req = req.clone();
+            async move { TaskServiceClient::new(ch).cancel_task(req).await }
+        })
+        .await
+    }
+
+    /// Opens a watch stream on one master (with the usual retries); used by `watch_task`.
+    pub(crate) async fn open_watch(
+        &self,
+        id: &str,
+    ) -> Result<(tonic::Streaming<v1::WatchTaskEvent>, usize), ClientError> {
+        let req = v1::WatchTaskRequest { id: id.to_string() };
+        self.call_at("watch task", self.attempt_timeout, |ch| {
+            let req = req.clone();
+            async move { TaskServiceClient::new(ch).watch_task(req).await }
+        })
+        .await
+    }
+
+    /// Membership and leader of the cluster, as seen by the serving master.
+    pub async fn cluster_status(&self) -> Result<v1::ClusterStatus, ClientError> {
+        self.call("cluster status", |ch| async move {
+            ClusterServiceClient::new(ch)
+                .get_status(v1::ClusterStatusRequest {})
+                .await
+        })
+        .await
+    }
+
+    /// Adds a master (learner first, voter once caught up). Waits up to the whole deadline on
+    /// one master, since catching up takes time.
+    pub async fn add_master(&self, id: u64, addr: &str) -> Result<v1::ClusterStatus, ClientError> {
+        let req = v1::AddMasterRequest {
+            id,
+            addr: addr.to_string(),
+        };
+        let (status, _) = self
+            .call_at("add master", self.deadline, |ch| {
+                let req = req.clone();
+                async move { ClusterServiceClient::new(ch).add_master(req).await }
+            })
+            .await?;
+        Ok(status)
+    }
+
+    /// Removes a master from the cluster.
+    pub async fn remove_master(&self, id: u64) -> Result<v1::ClusterStatus, ClientError> {
+        let (status, _) = self
+            .call_at("remove master", self.deadline, |ch| async move {
+                ClusterServiceClient::new(ch)
+                    .remove_master(v1::RemoveMasterRequest { id })
+                    .await
+            })
+            .await?;
+        Ok(status)
+    }
+
+    /// Asks the leader to hand leadership to master `to`.
+    pub async fn transfer_leader(&self, to: u64) -> Result<v1::ClusterStatus, ClientError> {
+        let (status, _) = self
+            .call_at("transfer leader", self.deadline, |ch| async move {
+                ClusterServiceClient::new(ch)
+                    .transfer_leader(v1::TransferLeaderRequest { to })
+                    .await
+            })
+            .await?;
+        Ok(status)
+    }
+}
+
+fn consistency(stale: bool) -> i32 {
+    if stale {
+        v1::Consistency::Stale as i32
+    } else {
+        v1::Consistency::Linearizable as i32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filling_ids_keeps_given_ids_and_fills_only_empty_ones_with_uuid_v7() {
+        let mut tasks = vec![
+            v1::TaskSpec {
+                id: "mine".into(),
+                ..Default::default()
+            },
+            v1::TaskSpec::default(),
+            v1::TaskSpec::default(),
+        ];
+        fill_missing_ids(&mut tasks);
+        assert_eq!(tasks[0].id, "mine");
+        for t in &tasks[1..] {
+            let id = uuid::Uuid::parse_str(&t.id).unwrap();
+            assert_eq!(id.get_version_num(), 7);
+        }
+        assert_ne!(tasks[1].id, tasks[2].id);
+        let before: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        fill_missing_ids(&mut tasks);
+        let after: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        assert_eq!(before, after, "a second fill (a retry) must not change any id");
+    }
+
+    #[tokio::test]
+    async fn new_rejects_bad_addresses_naming_them_and_accepts_both_forms() {
+        assert!(matches!(Client::new(vec![]), Err(ClientError::NoMasters)));
+        let err = Client::new(vec!["127.0.0.1:7101".into(), "nohost".into()]).unwrap_err();
+        assert!(err.to_string().contains("\"nohost\""), "{err}");
+        let c = Client::new(vec!["127.0.0.1:7101".into(), "http://127.0.0.1:7102".into()]).unwrap();
+        assert_eq!(c.masters(), ["http://127.0.0.1:7101", "http://127.0.0.1:7102"]);
+        assert_eq!(c.current_master(), "http://127.0.0.1:7101");
+        assert_eq!(c.deadline(), DEFAULT_DEADLINE);
+        assert_eq!(
+            c.clone().with_deadline(Duration::from_secs(2)).deadline(),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[tokio::test]
+    async fn rotation_moves_the_shared_current_master_once() {
+        let c = Client::new(vec![
+            "127.0.0.1:1".into(),
+            "127.0.0.1:2".into(),
+            "127.0.0.1:3".into(),
+        ])
+        .unwrap();
+        let other = c.clone();
+        assert_eq!(c.rotate(0), 1);
+        assert_eq!(other.current_master(), "http://127.0.0.1:2");
+        // A second caller that also saw master 0 fail does not skip master 1.
+        assert_eq!(other.rotate(0), 1);
+        assert_eq!(c.current_master(), "http://127.0.0.1:2");
+        assert_eq!(c.rotate(2), 0);
+        assert_eq!(c.current_master(), "http://127.0.0.1:2");
+    }
+
+    #[tokio::test]
+    async fn unreachable_masters_give_up_at_the_deadline_with_the_last_error() {
+        let ports: Vec<u16> = (0..2)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            })
+            .collect();
+        let c = Client::new(ports.iter().map(|p| format!("127.0.0.1:{p}")).collect())
+            .unwrap()
+            .with_deadline(Duration::from_millis(500));
+        let started = Instant::now();
+        let err = c.get_task("x", false).await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        match &err {
+            ClientError::Unavailable { attempts, code, .. } => {
+                assert!(*attempts >= 2, "{err}");
+                assert_eq!(*code, Some(tonic::Code::Unavailable), "{err}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+}

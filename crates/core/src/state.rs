@@ -114,20 +114,23 @@ impl State {
     /// `limit` of them (at least 1).
     pub fn list(&self, states: &[TaskState], after: Option<&str>, limit: usize) -> Page<'_> {
         let limit = limit.max(1);
+        // One more than the page, to learn whether another page follows (saturating: usize::MAX
+        // means "everything").
+        let probe = limit.saturating_add(1);
         let lower = match after {
             Some(a) => Bound::Excluded(a),
             None => Bound::Unbounded,
         };
         let mut ids: Vec<&TaskId> = if states.is_empty() {
-            self.tasks.range::<str, _>((lower, Bound::Unbounded)).map(|(id, _)| id).take(limit + 1).collect()
+            self.tasks.range::<str, _>((lower, Bound::Unbounded)).map(|(id, _)| id).take(probe).collect()
         } else {
             let wanted: BTreeSet<TaskState> = states.iter().copied().collect();
             let mut merged: Vec<&TaskId> = wanted
                 .iter()
-                .flat_map(|s| self.by_state[s.index()].range::<str, _>((lower, Bound::Unbounded)).take(limit + 1))
+                .flat_map(|s| self.by_state[s.index()].range::<str, _>((lower, Bound::Unbounded)).take(probe))
                 .collect();
             merged.sort_unstable();
-            merged.truncate(limit + 1);
+            merged.truncate(probe);
             merged
         };
         let next_after = if ids.len() > limit {
@@ -171,6 +174,13 @@ impl State {
         }
         // Edges to dependencies that have already succeeded were released when they succeeded.
         state.dependents.retain(|dep, _| state.tasks.get(dep).is_some_and(|t| !t.state.is_terminal()));
+        // Apply registers dependents in creation (seq) order, and a cancellation cascade walks
+        // them in that order, which decides the reason a task reached by two paths gets. Restore
+        // that order (tasks were read in id order) so a restored replica stays identical.
+        let tasks = &state.tasks;
+        for list in state.dependents.values_mut() {
+            list.sort_by_key(|id| tasks.get(id).map(|t| t.seq));
+        }
         Ok(state)
     }
 
@@ -189,8 +199,9 @@ impl State {
             .filter(|(_, s)| !self.tasks.contains_key(&s.id))
             .map(|(i, s)| (s.id.as_str(), i))
             .collect();
-        for (&_, &i) in new.iter() {
-            for (j, dep) in req.tasks[i].depends_on.iter().enumerate() {
+        // In request order (not `new`'s hash order), so every replica names the same field.
+        for (i, spec) in req.tasks.iter().enumerate().filter(|(_, s)| new.contains_key(s.id.as_str())) {
+            for (j, dep) in spec.depends_on.iter().enumerate() {
                 if !self.tasks.contains_key(dep) && !new.contains_key(dep.as_str()) {
                     return Err(Rejection::invalid(
                         format!("tasks[{i}].depends_on[{j}]"),
@@ -385,7 +396,23 @@ fn topological_order(tasks: &[TaskSpec], new: &HashMap<&str, usize>) -> Result<V
         }
     }
     if order.len() < new.len() {
-        let stuck = indegree.keys().copied().find(|i| !done.contains(i)).unwrap_or_default();
+        // Every task left over waits on a left-over new dependency; following those edges from
+        // the first one must come back to a task seen before, which lies on a cycle.
+        let mut at = indegree.keys().copied().find(|i| !done.contains(i)).unwrap_or_default();
+        let mut walk: Vec<usize> = Vec::new();
+        let mut step_of: HashMap<usize, usize> = HashMap::new();
+        while let std::collections::hash_map::Entry::Vacant(e) = step_of.entry(at) {
+            e.insert(walk.len());
+            walk.push(at);
+            at = tasks[at]
+                .depends_on
+                .iter()
+                .filter_map(|d| new.get(d.as_str()).copied())
+                .find(|d| !done.contains(d))
+                .unwrap_or(at);
+        }
+        // Name the cycle's first task in request order.
+        let stuck = walk[step_of[&at]..].iter().copied().min().unwrap_or(at);
         return Err(Rejection::invalid(
             format!("tasks[{stuck}].depends_on"),
             format!("dependency cycle through task {:?}", tasks[stuck].id),

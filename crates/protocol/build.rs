@@ -8,10 +8,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    let files = [root.join("taurus/v1/taurus.proto"), root.join("taurus/internal/v1/raft.proto")];
+    let files = [
+        root.join("taurus/v1/taurus.proto"),
+        root.join("taurus/internal/v1/raft.proto"),
+    ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("taurus_descriptor.bin"))
-        .compile_protos(&files, &[root.clone()])?;
+        .compile_protos(&files, std::slice::from_ref(&root))?;
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

@@ -25,9 +25,16 @@ pub struct SubmitRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Several clients' submissions coalesced into one log entry.
-    SubmitTasks { requests: Vec<SubmitRequest>, now_ms: UnixMillis },
+    SubmitTasks {
+        requests: Vec<SubmitRequest>,
+        now_ms: UnixMillis,
+    },
     /// Cancel a task that is not yet terminal.
-    CancelTask { id: TaskId, reason: String, now_ms: UnixMillis },
+    CancelTask {
+        id: TaskId,
+        reason: String,
+        now_ms: UnixMillis,
+    },
 }
 
 /// The result of one task of a [`SubmitRequest`].
@@ -68,7 +75,11 @@ impl std::fmt::Display for Command {
         match self {
             Command::SubmitTasks { requests, now_ms } => {
                 let tasks: usize = requests.iter().map(|r| r.tasks.len()).sum();
-                write!(f, "SubmitTasks(requests={}, tasks={tasks}, now_ms={now_ms})", requests.len())
+                write!(
+                    f,
+                    "SubmitTasks(requests={}, tasks={tasks}, now_ms={now_ms})",
+                    requests.len()
+                )
             }
             Command::CancelTask { id, now_ms, .. } => write!(f, "CancelTask({id}, now_ms={now_ms})"),
         }

@@ -33,16 +33,28 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { kind: RejectKind::InvalidArgument, field: field.into(), message: message.into() }
+        Self {
+            kind: RejectKind::InvalidArgument,
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub fn not_found(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { kind: RejectKind::NotFound, field: field.into(), message: message.into() }
+        Self {
+            kind: RejectKind::NotFound,
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// The same rejection with its field prefixed, e.g. `command` -> `tasks[3].command`.
     pub fn within(mut self, prefix: &str) -> Self {
-        self.field = if self.field.is_empty() { prefix.to_string() } else { format!("{prefix}.{}", self.field) };
+        self.field = if self.field.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{}", self.field)
+        };
         self
     }
 }

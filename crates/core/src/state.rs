@@ -80,9 +80,14 @@ impl State {
         match cmd {
             // Each request of a coalesced batch succeeds or fails on its own.
             Command::SubmitTasks { requests, now_ms } => Response::Submit(
-                requests.into_iter().map(|req| self.submit_request(index, now_ms, req)).collect(),
+                requests
+                    .into_iter()
+                    .map(|req| self.submit_request(index, now_ms, req))
+                    .collect(),
             ),
-            Command::CancelTask { id, reason, now_ms } => Response::Cancel(self.cancel(index, now_ms, &id, reason)),
+            Command::CancelTask { id, reason, now_ms } => {
+                Response::Cancel(self.cancel(index, now_ms, &id, reason))
+            }
         }
     }
 
@@ -122,12 +127,20 @@ impl State {
             None => Bound::Unbounded,
         };
         let mut ids: Vec<&TaskId> = if states.is_empty() {
-            self.tasks.range::<str, _>((lower, Bound::Unbounded)).map(|(id, _)| id).take(probe).collect()
+            self.tasks
+                .range::<str, _>((lower, Bound::Unbounded))
+                .map(|(id, _)| id)
+                .take(probe)
+                .collect()
         } else {
             let wanted: BTreeSet<TaskState> = states.iter().copied().collect();
             let mut merged: Vec<&TaskId> = wanted
                 .iter()
-                .flat_map(|s| self.by_state[s.index()].range::<str, _>((lower, Bound::Unbounded)).take(probe))
+                .flat_map(|s| {
+                    self.by_state[s.index()]
+                        .range::<str, _>((lower, Bound::Unbounded))
+                        .take(probe)
+                })
                 .collect();
             merged.sort_unstable();
             merged.truncate(probe);
@@ -145,12 +158,18 @@ impl State {
 
     /// A serializable view of the state, for snapshots.
     pub fn image(&self) -> StateImageRef<'_> {
-        StateImageRef { next_seq: self.next_seq, tasks: self.tasks.values().collect() }
+        StateImageRef {
+            next_seq: self.next_seq,
+            tasks: self.tasks.values().collect(),
+        }
     }
 
     /// Rebuilds a state, indexes included, from a snapshot image.
     pub fn from_image(image: StateImage) -> Result<Self, CoreError> {
-        let mut state = State { next_seq: image.next_seq, ..State::default() };
+        let mut state = State {
+            next_seq: image.next_seq,
+            ..State::default()
+        };
         for task in image.tasks {
             if task.seq >= state.next_seq {
                 return Err(CoreError::CorruptSnapshot(format!(
@@ -159,7 +178,10 @@ impl State {
                 )));
             }
             if state.tasks.contains_key(&task.spec.id) {
-                return Err(CoreError::CorruptSnapshot(format!("task {} appears twice", task.spec.id)));
+                return Err(CoreError::CorruptSnapshot(format!(
+                    "task {} appears twice",
+                    task.spec.id
+                )));
             }
             state.by_state[task.state.index()].insert(task.spec.id.clone());
             if task.state == TaskState::Pending && task.unmet_deps == 0 {
@@ -167,13 +189,19 @@ impl State {
             }
             if !task.state.is_terminal() && task.unmet_deps > 0 {
                 for dep in &task.spec.depends_on {
-                    state.dependents.entry(dep.clone()).or_default().push(task.spec.id.clone());
+                    state
+                        .dependents
+                        .entry(dep.clone())
+                        .or_default()
+                        .push(task.spec.id.clone());
                 }
             }
             state.tasks.insert(task.spec.id.clone(), task);
         }
         // Edges to dependencies that have already succeeded were released when they succeeded.
-        state.dependents.retain(|dep, _| state.tasks.get(dep).is_some_and(|t| !t.state.is_terminal()));
+        state
+            .dependents
+            .retain(|dep, _| state.tasks.get(dep).is_some_and(|t| !t.state.is_terminal()));
         // Apply registers dependents in creation (seq) order, and a cancellation cascade walks
         // them in that order, which decides the reason a task reached by two paths gets. Restore
         // that order (tasks were read in id order) so a restored replica stays identical.
@@ -200,7 +228,12 @@ impl State {
             .map(|(i, s)| (s.id.as_str(), i))
             .collect();
         // In request order (not `new`'s hash order), so every replica names the same field.
-        for (i, spec) in req.tasks.iter().enumerate().filter(|(_, s)| new.contains_key(s.id.as_str())) {
+        for (i, spec) in req
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| new.contains_key(s.id.as_str()))
+        {
             for (j, dep) in spec.depends_on.iter().enumerate() {
                 if !self.tasks.contains_key(dep) && !new.contains_key(dep.as_str()) {
                     return Err(Rejection::invalid(
@@ -284,7 +317,12 @@ impl State {
         }
         self.by_state[task.state.index()].insert(id.clone());
         self.tasks.insert(id.clone(), task);
-        Submitted { id, created: true, state, log_index: index }
+        Submitted {
+            id,
+            created: true,
+            state,
+            log_index: index,
+        }
     }
 
     fn cancel(
@@ -296,7 +334,10 @@ impl State {
     ) -> Result<CancelOutcome, Rejection> {
         validate::validate_id(id)?;
         if reason.len() > validate::MAX_REASON_LEN {
-            return Err(Rejection::invalid("reason", format!("longer than {} bytes", validate::MAX_REASON_LEN)));
+            return Err(Rejection::invalid(
+                "reason",
+                format!("longer than {} bytes", validate::MAX_REASON_LEN),
+            ));
         }
         let Some(task) = self.tasks.get(id) else {
             return Err(Rejection::not_found("id", format!("no task {id:?}")));
@@ -309,9 +350,18 @@ impl State {
                 log_index: task.log_index,
             });
         }
-        let reason = if reason.is_empty() { "cancelled by request".to_string() } else { reason };
+        let reason = if reason.is_empty() {
+            "cancelled by request".to_string()
+        } else {
+            reason
+        };
         self.finish(index, now_ms, id, TaskState::Cancelled, reason);
-        Ok(CancelOutcome { id: id.to_string(), cancelled: true, state: TaskState::Cancelled, log_index: index })
+        Ok(CancelOutcome {
+            id: id.to_string(),
+            cancelled: true,
+            state: TaskState::Cancelled,
+            log_index: index,
+        })
     }
 
     /// Moves a non-terminal task to a terminal state and settles its dependents: released when it
@@ -320,7 +370,9 @@ impl State {
         debug_assert!(outcome.is_terminal());
         let mut work = vec![(id.to_string(), outcome, reason)];
         while let Some((id, outcome, reason)) = work.pop() {
-            let Some(task) = self.tasks.get_mut(&id) else { continue };
+            let Some(task) = self.tasks.get_mut(&id) else {
+                continue;
+            };
             if task.state.is_terminal() {
                 continue;
             }
@@ -334,13 +386,17 @@ impl State {
             task.updated_at_ms = now_ms;
             self.by_state[old.index()].remove(&id);
             self.by_state[outcome.index()].insert(id.clone());
-            let Some(dependents) = self.dependents.remove(&id) else { continue };
+            let Some(dependents) = self.dependents.remove(&id) else {
+                continue;
+            };
             for dep_id in dependents {
                 match outcome {
                     TaskState::Succeeded => self.release(index, now_ms, &dep_id),
-                    TaskState::Cancelled => {
-                        work.push((dep_id, TaskState::Cancelled, format!("dependency {id} was cancelled")))
-                    }
+                    TaskState::Cancelled => work.push((
+                        dep_id,
+                        TaskState::Cancelled,
+                        format!("dependency {id} was cancelled"),
+                    )),
                     _ => work.push((dep_id, TaskState::Failed, format!("dependency {id} {outcome}"))),
                 }
             }
@@ -349,7 +405,9 @@ impl State {
 
     /// One dependency of `id` succeeded: count it, and queue the task once none is left.
     fn release(&mut self, index: LogIndex, now_ms: UnixMillis, id: &str) {
-        let Some(task) = self.tasks.get_mut(id) else { return };
+        let Some(task) = self.tasks.get_mut(id) else {
+            return;
+        };
         if task.state != TaskState::Pending || task.unmet_deps == 0 {
             return;
         }
@@ -380,7 +438,11 @@ fn topological_order(tasks: &[TaskSpec], new: &HashMap<&str, usize>) -> Result<V
             }
         }
     }
-    let mut ready: BTreeSet<usize> = indegree.iter().filter(|(_, n)| **n == 0).map(|(i, _)| *i).collect();
+    let mut ready: BTreeSet<usize> = indegree
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(i, _)| *i)
+        .collect();
     let mut order = Vec::with_capacity(new.len());
     let mut done = HashSet::with_capacity(new.len());
     while let Some(i) = ready.pop_first() {
@@ -398,7 +460,11 @@ fn topological_order(tasks: &[TaskSpec], new: &HashMap<&str, usize>) -> Result<V
     if order.len() < new.len() {
         // Every task left over waits on a left-over new dependency; following those edges from
         // the first one must come back to a task seen before, which lies on a cycle.
-        let mut at = indegree.keys().copied().find(|i| !done.contains(i)).unwrap_or_default();
+        let mut at = indegree
+            .keys()
+            .copied()
+            .find(|i| !done.contains(i))
+            .unwrap_or_default();
         let mut walk: Vec<usize> = Vec::new();
         let mut step_of: HashMap<usize, usize> = HashMap::new();
         while let std::collections::hash_map::Entry::Vacant(e) = step_of.entry(at) {

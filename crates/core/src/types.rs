@@ -101,7 +101,10 @@ impl TaskState {
 
     /// Terminal states never change again.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::TimedOut)
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::TimedOut
+        )
     }
 
     /// The lower-case name used in JSON output and on the command line.

@@ -44,10 +44,19 @@ pub fn validate_id(id: &str) -> Result<(), Rejection> {
         return Err(Rejection::invalid("id", "must not be empty"));
     }
     if id.len() > MAX_ID_LEN {
-        return Err(Rejection::invalid("id", format!("longer than {MAX_ID_LEN} bytes")));
+        return Err(Rejection::invalid(
+            "id",
+            format!("longer than {MAX_ID_LEN} bytes"),
+        ));
     }
-    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))) {
-        return Err(Rejection::invalid("id", format!("character {c:?} not allowed (use A-Z a-z 0-9 . _ : -)")));
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    {
+        return Err(Rejection::invalid(
+            "id",
+            format!("character {c:?} not allowed (use A-Z a-z 0-9 . _ : -)"),
+        ));
     }
     Ok(())
 }
@@ -57,7 +66,10 @@ pub fn validate_id(id: &str) -> Result<(), Rejection> {
 pub fn validate_spec(spec: &TaskSpec) -> Result<(), Rejection> {
     validate_id(&spec.id)?;
     if spec.name.len() > MAX_NAME_LEN {
-        return Err(Rejection::invalid("name", format!("longer than {MAX_NAME_LEN} bytes")));
+        return Err(Rejection::invalid(
+            "name",
+            format!("longer than {MAX_NAME_LEN} bytes"),
+        ));
     }
     if spec.command.is_empty() {
         return Err(Rejection::invalid("command", "must not be empty"));
@@ -66,18 +78,27 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), Rejection> {
         return Err(Rejection::invalid("command[0]", "program must not be empty"));
     }
     if spec.command.len() > MAX_ARGS {
-        return Err(Rejection::invalid("command", format!("more than {MAX_ARGS} arguments")));
+        return Err(Rejection::invalid(
+            "command",
+            format!("more than {MAX_ARGS} arguments"),
+        ));
     }
     let argv_bytes: usize = spec.command.iter().map(String::len).sum();
     if argv_bytes > MAX_COMMAND_BYTES {
-        return Err(Rejection::invalid("command", format!("larger than {MAX_COMMAND_BYTES} bytes")));
+        return Err(Rejection::invalid(
+            "command",
+            format!("larger than {MAX_COMMAND_BYTES} bytes"),
+        ));
     }
     if let Some((i, _)) = spec.command.iter().enumerate().find(|(_, a)| a.contains('\0')) {
         return Err(Rejection::invalid(format!("command[{i}]"), "contains a NUL byte"));
     }
     validate_env(&spec.env)?;
     if spec.max_attempts == 0 || spec.max_attempts > MAX_ATTEMPTS {
-        return Err(Rejection::invalid("max_attempts", format!("must be between 1 and {MAX_ATTEMPTS}")));
+        return Err(Rejection::invalid(
+            "max_attempts",
+            format!("must be between 1 and {MAX_ATTEMPTS}"),
+        ));
     }
     if spec.timeout_ms > MAX_TIMEOUT_MS {
         return Err(Rejection::invalid("timeout", "longer than 7 days"));
@@ -92,15 +113,24 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), Rejection> {
         return Err(Rejection::invalid("resources.disk_mb", "more than 1 PiB"));
     }
     if spec.depends_on.len() > MAX_DEPENDENCIES {
-        return Err(Rejection::invalid("depends_on", format!("more than {MAX_DEPENDENCIES} dependencies")));
+        return Err(Rejection::invalid(
+            "depends_on",
+            format!("more than {MAX_DEPENDENCIES} dependencies"),
+        ));
     }
     for (i, dep) in spec.depends_on.iter().enumerate() {
         validate_id(dep).map_err(|e| e.within(&format!("depends_on[{i}]")).unnest_id())?;
         if *dep == spec.id {
-            return Err(Rejection::invalid(format!("depends_on[{i}]"), "a task cannot depend on itself"));
+            return Err(Rejection::invalid(
+                format!("depends_on[{i}]"),
+                "a task cannot depend on itself",
+            ));
         }
         if spec.depends_on[..i].contains(dep) {
-            return Err(Rejection::invalid(format!("depends_on[{i}]"), format!("duplicate dependency {dep:?}")));
+            return Err(Rejection::invalid(
+                format!("depends_on[{i}]"),
+                format!("duplicate dependency {dep:?}"),
+            ));
         }
     }
     validate_labels(&spec.labels)?;
@@ -111,19 +141,28 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), Rejection> {
     let mut total = 0;
     for (k, v) in env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(Rejection::invalid(format!("env[{k:?}]"), "keys must be non-empty without '=' or NUL"));
+            return Err(Rejection::invalid(
+                format!("env[{k:?}]"),
+                "keys must be non-empty without '=' or NUL",
+            ));
         }
         total += k.len() + v.len();
     }
     if total > MAX_ENV_BYTES {
-        return Err(Rejection::invalid("env", format!("larger than {MAX_ENV_BYTES} bytes")));
+        return Err(Rejection::invalid(
+            "env",
+            format!("larger than {MAX_ENV_BYTES} bytes"),
+        ));
     }
     Ok(())
 }
 
 fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), Rejection> {
     if labels.len() > MAX_LABELS {
-        return Err(Rejection::invalid("labels", format!("more than {MAX_LABELS} labels")));
+        return Err(Rejection::invalid(
+            "labels",
+            format!("more than {MAX_LABELS} labels"),
+        ));
     }
     for (k, v) in labels {
         if k.is_empty() || k.len() > MAX_LABEL_LEN || v.len() > MAX_LABEL_LEN {
@@ -142,13 +181,19 @@ pub fn validate_request(tasks: &[TaskSpec]) -> Result<(), Rejection> {
         return Err(Rejection::invalid("tasks", "must contain at least one task"));
     }
     if tasks.len() > MAX_BATCH {
-        return Err(Rejection::invalid("tasks", format!("more than {MAX_BATCH} tasks in one request")));
+        return Err(Rejection::invalid(
+            "tasks",
+            format!("more than {MAX_BATCH} tasks in one request"),
+        ));
     }
     let mut seen = std::collections::HashMap::with_capacity(tasks.len());
     for (i, spec) in tasks.iter().enumerate() {
         validate_spec(spec).map_err(|e| e.within(&format!("tasks[{i}]")))?;
         if let Some(first) = seen.insert(spec.id.as_str(), i) {
-            return Err(Rejection::invalid(format!("tasks[{i}].id"), format!("repeats tasks[{first}].id")));
+            return Err(Rejection::invalid(
+                format!("tasks[{i}].id"),
+                format!("repeats tasks[{first}].id"),
+            ));
         }
     }
     Ok(())

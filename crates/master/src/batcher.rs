@@ -49,21 +49,29 @@ impl Batcher {
     /// Proposes `tasks` as one atomic request, coalesced with whatever else is waiting.
     pub async fn submit(&self, tasks: Vec<TaskSpec>) -> SubmitReply {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Pending { tasks, reply }).await.map_err(|_| WriteError::ShuttingDown)?;
+        self.tx
+            .send(Pending { tasks, reply })
+            .await
+            .map_err(|_| WriteError::ShuttingDown)?;
         rx.await.map_err(|_| WriteError::ShuttingDown)?
     }
 }
 
 /// Milliseconds since the Unix epoch (the leader's clock, carried inside the command).
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_tasks: usize, slots: Arc<Semaphore>) {
     while let Some(first) = rx.recv().await {
         // Wait for an in-flight slot *before* draining, so that everything arriving meanwhile
         // joins this batch.
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let mut count = first.tasks.len();
         let mut batch = vec![first];
         while count < max_tasks {
@@ -90,7 +98,10 @@ async fn propose(raft: &Raft, batch: Vec<Pending>) {
         replies.push(p.reply);
         requests.push(SubmitRequest { tasks: p.tasks });
     }
-    let cmd = Command::SubmitTasks { requests, now_ms: now_ms() };
+    let cmd = Command::SubmitTasks {
+        requests,
+        now_ms: now_ms(),
+    };
     match raft.client_write(cmd).await {
         Ok(resp) => {
             let index = resp.log_id.index;
@@ -103,7 +114,9 @@ async fn propose(raft: &Raft, batch: Vec<Pending>) {
                 other => {
                     tracing::error!(?other, "state machine answered a submit with the wrong response");
                     for reply in replies {
-                        let _ = reply.send(Err(WriteError::Internal("unexpected state machine response".into())));
+                        let _ = reply.send(Err(WriteError::Internal(
+                            "unexpected state machine response".into(),
+                        )));
                     }
                 }
             }

@@ -92,7 +92,10 @@ impl Default for RaftTuning {
 
 impl Default for BatchTuning {
     fn default() -> Self {
-        Self { max_tasks: 4096, max_in_flight: 8 }
+        Self {
+            max_tasks: 4096,
+            max_in_flight: 8,
+        }
     }
 }
 
@@ -150,7 +153,10 @@ impl MasterConfig {
             return Err(MasterError::Config("id: must be at least 1".into()));
         }
         if !self.peers.is_empty() && !self.peers.contains_key(&self.id) {
-            return Err(MasterError::Config(format!("peers: must include this master's own id {}", self.id)));
+            return Err(MasterError::Config(format!(
+                "peers: must include this master's own id {}",
+                self.id
+            )));
         }
         let r = &self.raft;
         if r.heartbeat_interval.is_zero() || r.heartbeat_interval * 2 >= r.election_timeout_min {
@@ -164,7 +170,9 @@ impl MasterConfig {
             ));
         }
         if self.batch.max_tasks == 0 || self.batch.max_in_flight == 0 {
-            return Err(MasterError::Config("batch: max_tasks and max_in_flight must be at least 1".into()));
+            return Err(MasterError::Config(
+                "batch: max_tasks and max_in_flight must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -185,8 +193,14 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, MasterError> {
             return Err(MasterError::Config(format!("peers[{i}]: id must be at least 1")));
         }
         let addr = addr.trim();
-        if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-            return Err(MasterError::Config(format!("peers[{i}]: address {addr:?} needs HOST:PORT")));
+        if addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(MasterError::Config(format!(
+                "peers[{i}]: address {addr:?} needs HOST:PORT"
+            )));
         }
         if peers.insert(id, addr.to_string()).is_some() {
             return Err(MasterError::Config(format!("peers[{i}]: id {id} given twice")));
@@ -220,9 +234,18 @@ mod tests {
     #[test]
     fn shipped_example_configs_parse_and_validate() {
         for (name, text) in [
-            ("local-1", include_str!("../../../config/local-3-masters/master-1.toml")),
-            ("local-2", include_str!("../../../config/local-3-masters/master-2.toml")),
-            ("local-3", include_str!("../../../config/local-3-masters/master-3.toml")),
+            (
+                "local-1",
+                include_str!("../../../config/local-3-masters/master-1.toml"),
+            ),
+            (
+                "local-2",
+                include_str!("../../../config/local-3-masters/master-2.toml"),
+            ),
+            (
+                "local-3",
+                include_str!("../../../config/local-3-masters/master-3.toml"),
+            ),
             ("3-hosts", include_str!("../../../config/3-hosts/master.toml")),
         ] {
             let c = MasterConfig::from_toml(text).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -233,12 +256,22 @@ mod tests {
 
     #[test]
     fn flags_and_env_override_the_file() {
-        let file = MasterConfig::from_toml("id = 2\nlisten = \"127.0.0.1:9000\"\n[raft]\nheartbeat_interval = \"20ms\"")
-            .expect("parses");
+        let file = MasterConfig::from_toml(
+            "id = 2\nlisten = \"127.0.0.1:9000\"\n[raft]\nheartbeat_interval = \"20ms\"",
+        )
+        .expect("parses");
         assert_eq!(file.raft.heartbeat_interval, Duration::from_millis(20));
-        let merged = file.overlay(Overrides { id: Some(7), data_dir: Some("/tmp/x".into()), ..Default::default() });
+        let merged = file.overlay(Overrides {
+            id: Some(7),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        });
         assert_eq!(merged.id, 7);
-        assert_eq!(merged.listen.port(), 9000, "not overridden: the file's value stays");
+        assert_eq!(
+            merged.listen.port(),
+            9000,
+            "not overridden: the file's value stays"
+        );
         assert_eq!(merged.data_dir, PathBuf::from("/tmp/x"));
     }
 
@@ -246,12 +279,23 @@ mod tests {
     fn unknown_keys_and_bad_values_are_errors() {
         assert!(MasterConfig::from_toml("idd = 1").is_err());
         assert!(MasterConfig::from_toml("[raft]\nheartbeat_interval = \"soon\"").is_err());
-        let c = MasterConfig { id: 0, ..Default::default() };
+        let c = MasterConfig {
+            id: 0,
+            ..Default::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("id"));
         let mut c = MasterConfig::default();
         c.raft.heartbeat_interval = Duration::from_millis(150);
-        assert!(c.validate().unwrap_err().to_string().contains("heartbeat_interval"));
-        let c = MasterConfig { peers: parse_peers("2=127.0.0.1:1").expect("parses"), ..Default::default() };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("heartbeat_interval")
+        );
+        let c = MasterConfig {
+            peers: parse_peers("2=127.0.0.1:1").expect("parses"),
+            ..Default::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("peers"));
     }
 

@@ -89,7 +89,9 @@ impl Node {
                 Err(e) => return Err(ReadError::NoLeader(format!("leadership not confirmed: {e}"))),
             }
         } else {
-            let leader = self.leader().ok_or_else(|| ReadError::NoLeader("no leader elected yet".into()))?;
+            let leader = self
+                .leader()
+                .ok_or_else(|| ReadError::NoLeader("no leader elected yet".into()))?;
             let ch = self.channels.get(&leader.addr).map_err(ReadError::NoLeader)?;
             let mut client = RaftServiceClient::new(ch);
             let mut req = tonic::Request::new(internal::ReadIndexRequest {});
@@ -97,7 +99,11 @@ impl Node {
             match client.read_index(req).await {
                 Ok(r) => r.into_inner().read_index,
                 Err(s) => {
-                    return Err(ReadError::NoLeader(format!("leader {} refused a read index: {}", leader.id, s.message())));
+                    return Err(ReadError::NoLeader(format!(
+                        "leader {} refused a read index: {}",
+                        leader.id,
+                        s.message()
+                    )));
                 }
             }
         };
@@ -120,7 +126,10 @@ impl Node {
         };
         match tokio::time::timeout(READ_APPLY_TIMEOUT, wait).await {
             Ok(r) => r,
-            Err(_) => Err(ReadError::Lagging { wanted: index, applied: self.sm.applied_index() }),
+            Err(_) => Err(ReadError::Lagging {
+                wanted: index,
+                applied: self.sm.applied_index(),
+            }),
         }
     }
 }
@@ -151,7 +160,8 @@ fn raft_config(config: &MasterConfig) -> Result<openraft::Config, MasterError> {
         replication_lag_threshold: r.snapshot_every_entries.max(r.keep_log_entries) * 2,
         ..Default::default()
     };
-    c.validate().map_err(|e| MasterError::Config(format!("raft: {e}")))
+    c.validate()
+        .map_err(|e| MasterError::Config(format!("raft: {e}")))
 }
 
 /// Runs a master until `shutdown` resolves, then stops it cleanly.
@@ -159,7 +169,10 @@ pub async fn run(config: MasterConfig, shutdown: impl Future<Output = ()> + Send
     config.validate()?;
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| MasterError::Listen { addr: config.listen.to_string(), source })?;
+        .map_err(|source| MasterError::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })?;
     run_with_listener(config, listener, Channels::default(), shutdown).await
 }
 
@@ -172,16 +185,34 @@ pub async fn run_with_listener(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), MasterError> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| MasterError::Config(format!("data_dir: cannot create {}: {e}", config.data_dir.display())))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        MasterError::Config(format!(
+            "data_dir: cannot create {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
     let (log_store, sm) = taurus_store::log_store::open(&config.data_dir)?;
     let network = NetworkFactory::new(config.id, channels.clone());
-    let raft = Raft::new(config.id, Arc::new(raft_config(&config)?), network, log_store, sm.clone())
-        .await
-        .map_err(|e| MasterError::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        config.id,
+        Arc::new(raft_config(&config)?),
+        network,
+        log_store,
+        sm.clone(),
+    )
+    .await
+    .map_err(|e| MasterError::Raft(e.to_string()))?;
     let batcher = Batcher::start(raft.clone(), config.batch.max_tasks, config.batch.max_in_flight);
-    let node = Node { id: config.id, raft: raft.clone(), sm, batcher, channels };
-    let addr = listener.local_addr().map_err(|e| MasterError::Serve(e.to_string()))?;
+    let node = Node {
+        id: config.id,
+        raft: raft.clone(),
+        sm,
+        batcher,
+        channels,
+    };
+    let addr = listener
+        .local_addr()
+        .map_err(|e| MasterError::Serve(e.to_string()))?;
     tracing::info!(id = config.id, %addr, data_dir = %config.data_dir.display(), "master starting");
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -210,7 +241,9 @@ pub async fn run_with_listener(
 
 /// Forms the cluster on its very first start (see the module docs for the rules).
 async fn form_cluster_once(node: Node, peers: BTreeMap<NodeId, String>) {
-    let Some(&lowest) = peers.keys().next() else { return };
+    let Some(&lowest) = peers.keys().next() else {
+        return;
+    };
     if lowest != node.id {
         return;
     }
@@ -235,8 +268,10 @@ async fn form_cluster_once(node: Node, peers: BTreeMap<NodeId, String>) {
             return;
         }
     }
-    let members: BTreeMap<NodeId, BasicNode> =
-        peers.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
+    let members: BTreeMap<NodeId, BasicNode> = peers
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .collect();
     match node.raft.initialize(members).await {
         Ok(()) => tracing::info!(members = ?peers.keys().collect::<Vec<_>>(), "cluster formed"),
         Err(e) => tracing::warn!(error = %e, "cluster formation skipped"),

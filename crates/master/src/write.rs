@@ -25,8 +25,12 @@ pub enum WriteError {
 
 pub fn classify_write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> WriteError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => WriteError::NotLeader { leader: f.leader_id },
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(m)) => WriteError::Membership(m.to_string()),
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            WriteError::NotLeader { leader: f.leader_id }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(m)) => {
+            WriteError::Membership(m.to_string())
+        }
         RaftError::APIError(other) => {
             tracing::warn!(error = %other, "write outcome unknown");
             WriteError::Unknown

@@ -49,7 +49,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -61,9 +64,16 @@ impl Cluster {
             let l = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
             listeners.insert(id, l);
         }
-        let peers: BTreeMap<u64, String> =
-            listeners.iter().map(|(id, l)| (*id, l.local_addr().expect("local addr").to_string())).collect();
-        let mut cluster = Cluster { dir: TempDir::new().expect("tempdir"), peers, masters: BTreeMap::new(), tuning };
+        let peers: BTreeMap<u64, String> = listeners
+            .iter()
+            .map(|(id, l)| (*id, l.local_addr().expect("local addr").to_string()))
+            .collect();
+        let mut cluster = Cluster {
+            dir: TempDir::new().expect("tempdir"),
+            peers,
+            masters: BTreeMap::new(),
+            tuning,
+        };
         for (id, l) in listeners {
             cluster.spawn(id, l);
         }
@@ -85,7 +95,15 @@ impl Cluster {
         let task = tokio::spawn(run_with_listener(config, listener, channels.clone(), async {
             let _ = rx.await;
         }));
-        self.masters.insert(id, Master { addr, channels, stop: Some(tx), task: Some(task) });
+        self.masters.insert(
+            id,
+            Master {
+                addr,
+                channels,
+                stop: Some(tx),
+                task: Some(task),
+            },
+        );
     }
 
     async fn stop(&mut self, id: u64) {
@@ -94,7 +112,9 @@ impl Cluster {
             let _ = tx.send(());
         }
         if let Some(task) = m.task.take() {
-            let r = tokio::time::timeout(WAIT, task).await.expect("master stops in time");
+            let r = tokio::time::timeout(WAIT, task)
+                .await
+                .expect("master stops in time");
             r.expect("master task").expect("master ran cleanly");
         }
     }
@@ -120,7 +140,11 @@ impl Cluster {
     async fn status(&self, via: u64) -> Option<v1::ClusterStatus> {
         let mut req = tonic::Request::new(v1::ClusterStatusRequest {});
         req.set_timeout(Duration::from_secs(2));
-        self.cluster_api(via).get_status(req).await.ok().map(|r| r.into_inner())
+        self.cluster_api(via)
+            .get_status(req)
+            .await
+            .ok()
+            .map(|r| r.into_inner())
     }
 
     /// Waits until `via` sees a leader that satisfies `ok`.
@@ -176,9 +200,22 @@ fn submit_req(tasks: Vec<v1::TaskSpec>) -> v1::SubmitTasksRequest {
     v1::SubmitTasksRequest { tasks }
 }
 
-async fn get(c: &mut TaskServiceClient<Channel>, id: &str, stale: bool) -> Result<v1::GetTaskResponse, tonic::Status> {
-    let consistency = if stale { v1::Consistency::Stale } else { v1::Consistency::Linearizable } as i32;
-    c.get_task(v1::GetTaskRequest { id: id.into(), consistency }).await.map(|r| r.into_inner())
+async fn get(
+    c: &mut TaskServiceClient<Channel>,
+    id: &str,
+    stale: bool,
+) -> Result<v1::GetTaskResponse, tonic::Status> {
+    let consistency = if stale {
+        v1::Consistency::Stale
+    } else {
+        v1::Consistency::Linearizable
+    } as i32;
+    c.get_task(v1::GetTaskRequest {
+        id: id.into(),
+        consistency,
+    })
+    .await
+    .map(|r| r.into_inner())
 }
 
 fn tuning() -> RaftTuning {
@@ -193,14 +230,25 @@ async fn follower_forwards_writes_and_every_replica_serves_reads() {
 
     let mut tasks: Vec<v1::TaskSpec> = (0..20).map(|i| spec(&format!("t{i:02}"), &[])).collect();
     tasks[1].depends_on = vec!["t00".into()];
-    let first = cluster.tasks(followers[0]).submit_tasks(submit_req(tasks.clone())).await.expect("submit via follower");
+    let first = cluster
+        .tasks(followers[0])
+        .submit_tasks(submit_req(tasks.clone()))
+        .await
+        .expect("submit via follower");
     let first = first.into_inner();
     assert_eq!(first.results.len(), 20);
-    assert!(first.results.iter().all(|r| r.created && r.log_index == first.log_index && r.log_index > 0));
+    assert!(
+        first
+            .results
+            .iter()
+            .all(|r| r.created && r.log_index == first.log_index && r.log_index > 0)
+    );
 
     // Linearizable reads from every replica see the write at once.
     for id in 1..=3 {
-        let r = get(&mut cluster.tasks(id), "t05", false).await.expect("linearizable read");
+        let r = get(&mut cluster.tasks(id), "t05", false)
+            .await
+            .expect("linearizable read");
         let task = r.task.expect("task");
         assert_eq!(task.log_index, first.log_index);
         assert_eq!(task.state, v1::TaskState::Pending as i32);
@@ -215,8 +263,18 @@ async fn follower_forwards_writes_and_every_replica_serves_reads() {
     assert!(stale.read.expect("read info").stale);
 
     // Resubmitting the same ids through the other follower creates nothing new.
-    let again = cluster.tasks(followers[1]).submit_tasks(submit_req(tasks)).await.expect("resubmit").into_inner();
-    assert!(again.results.iter().all(|r| !r.created && r.log_index == first.log_index));
+    let again = cluster
+        .tasks(followers[1])
+        .submit_tasks(submit_req(tasks))
+        .await
+        .expect("resubmit")
+        .into_inner();
+    assert!(
+        again
+            .results
+            .iter()
+            .all(|r| !r.created && r.log_index == first.log_index)
+    );
 
     // Paging walks all 20 exactly once.
     let mut seen = Vec::new();
@@ -224,7 +282,11 @@ async fn follower_forwards_writes_and_every_replica_serves_reads() {
     loop {
         let page = cluster
             .tasks(leader)
-            .list_tasks(v1::ListTasksRequest { page_size: 7, page_token: token.clone(), ..Default::default() })
+            .list_tasks(v1::ListTasksRequest {
+                page_size: 7,
+                page_token: token.clone(),
+                ..Default::default()
+            })
             .await
             .expect("list")
             .into_inner();
@@ -241,19 +303,34 @@ async fn follower_forwards_writes_and_every_replica_serves_reads() {
     // Cancelling through a follower cancels the dependent too, with the reason.
     let c = cluster
         .tasks(followers[0])
-        .cancel_task(v1::CancelTaskRequest { id: "t00".into(), reason: "test".into() })
+        .cancel_task(v1::CancelTaskRequest {
+            id: "t00".into(),
+            reason: "test".into(),
+        })
         .await
         .expect("cancel")
         .into_inner();
     assert!(c.cancelled && c.log_index > first.log_index);
-    let dep = get(&mut cluster.tasks(followers[1]), "t01", false).await.expect("read").task.expect("task");
+    let dep = get(&mut cluster.tasks(followers[1]), "t01", false)
+        .await
+        .expect("read")
+        .task
+        .expect("task");
     assert_eq!(dep.state, v1::TaskState::Cancelled as i32);
-    assert!(dep.reason.contains("t00"), "reason names the dependency: {}", dep.reason);
+    assert!(
+        dep.reason.contains("t00"),
+        "reason names the dependency: {}",
+        dep.reason
+    );
     assert_eq!(dep.log_index, c.log_index);
 
     // Watching a terminal task yields its state and ends.
-    let mut stream =
-        cluster.tasks(followers[1]).watch_task(v1::WatchTaskRequest { id: "t01".into() }).await.expect("watch").into_inner();
+    let mut stream = cluster
+        .tasks(followers[1])
+        .watch_task(v1::WatchTaskRequest { id: "t01".into() })
+        .await
+        .expect("watch")
+        .into_inner();
     let ev = stream.message().await.expect("event").expect("one event");
     assert_eq!(ev.task.expect("task").state, v1::TaskState::Cancelled as i32);
     assert!(stream.message().await.expect("clean end").is_none());
@@ -264,13 +341,40 @@ async fn watch_streams_changes_until_terminal() {
     let cluster = Cluster::start(3, tuning()).await;
     let leader = cluster.leader_seen_by(1, |_| true).await;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
-    cluster.tasks(leader).submit_tasks(submit_req(vec![spec("w1", &[])])).await.expect("submit");
-    let mut stream =
-        cluster.tasks(follower).watch_task(v1::WatchTaskRequest { id: "w1".into() }).await.expect("watch").into_inner();
-    let first = stream.message().await.expect("event").expect("initial state").task.expect("task");
+    cluster
+        .tasks(leader)
+        .submit_tasks(submit_req(vec![spec("w1", &[])]))
+        .await
+        .expect("submit");
+    let mut stream = cluster
+        .tasks(follower)
+        .watch_task(v1::WatchTaskRequest { id: "w1".into() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .expect("event")
+        .expect("initial state")
+        .task
+        .expect("task");
     assert_eq!(first.state, v1::TaskState::Pending as i32);
-    cluster.tasks(follower).cancel_task(v1::CancelTaskRequest { id: "w1".into(), reason: String::new() }).await.expect("cancel");
-    let next = stream.message().await.expect("event").expect("the change").task.expect("task");
+    cluster
+        .tasks(follower)
+        .cancel_task(v1::CancelTaskRequest {
+            id: "w1".into(),
+            reason: String::new(),
+        })
+        .await
+        .expect("cancel");
+    let next = stream
+        .message()
+        .await
+        .expect("event")
+        .expect("the change")
+        .task
+        .expect("task");
     assert_eq!(next.state, v1::TaskState::Cancelled as i32);
     assert!(next.log_index > first.log_index);
     assert_eq!(next.reason, "cancelled by request");
@@ -297,28 +401,69 @@ async fn bad_input_is_rejected_naming_the_field() {
         (vec![], "tasks"),
     ];
     for (tasks, field) in cases {
-        let err = c.submit_tasks(submit_req(tasks)).await.expect_err("must be rejected");
+        let err = c
+            .submit_tasks(submit_req(tasks))
+            .await
+            .expect_err("must be rejected");
         assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
-        assert!(err.message().contains(field), "message {:?} should name {field}", err.message());
+        assert!(
+            err.message().contains(field),
+            "message {:?} should name {field}",
+            err.message()
+        );
     }
     // Nothing of any rejected request was created (requests are atomic).
-    let list = c.list_tasks(v1::ListTasksRequest::default()).await.expect("list").into_inner();
+    let list = c
+        .list_tasks(v1::ListTasksRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
     assert_eq!(list.total, 0);
 
     let err = get(&mut c, "nope", false).await.expect_err("unknown id");
     assert_eq!(err.code(), Code::NotFound);
-    let err = c.cancel_task(v1::CancelTaskRequest { id: "nope".into(), reason: String::new() }).await.expect_err("unknown");
+    let err = c
+        .cancel_task(v1::CancelTaskRequest {
+            id: "nope".into(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("unknown");
     assert_eq!(err.code(), Code::NotFound);
-    let err = c.list_tasks(v1::ListTasksRequest { page_size: 5000, ..Default::default() }).await.expect_err("page");
+    let err = c
+        .list_tasks(v1::ListTasksRequest {
+            page_size: 5000,
+            ..Default::default()
+        })
+        .await
+        .expect_err("page");
     assert!(err.code() == Code::InvalidArgument && err.message().contains("page_size"));
-    let err = c.list_tasks(v1::ListTasksRequest { states: vec![99], ..Default::default() }).await.expect_err("state");
+    let err = c
+        .list_tasks(v1::ListTasksRequest {
+            states: vec![99],
+            ..Default::default()
+        })
+        .await
+        .expect_err("state");
     assert!(err.code() == Code::InvalidArgument && err.message().contains("states[0]"));
     let mut admin = cluster.cluster_api(via);
-    let err = admin.add_master(v1::AddMasterRequest { id: 9, addr: "bogus".into() }).await.expect_err("addr");
+    let err = admin
+        .add_master(v1::AddMasterRequest {
+            id: 9,
+            addr: "bogus".into(),
+        })
+        .await
+        .expect_err("addr");
     assert!(err.code() == Code::InvalidArgument && err.message().contains("addr"));
-    let err = admin.remove_master(v1::RemoveMasterRequest { id: 42 }).await.expect_err("unknown member");
+    let err = admin
+        .remove_master(v1::RemoveMasterRequest { id: 42 })
+        .await
+        .expect_err("unknown member");
     assert_eq!(err.code(), Code::NotFound);
-    let err = admin.transfer_leader(v1::TransferLeaderRequest { to: 42 }).await.expect_err("not a voter");
+    let err = admin
+        .transfer_leader(v1::TransferLeaderRequest { to: 42 })
+        .await
+        .expect_err("not a voter");
     assert!(err.code() == Code::InvalidArgument && err.message().contains("to"));
 }
 
@@ -327,7 +472,11 @@ async fn isolated_leader_cannot_commit_and_catches_up_after_healing() {
     let cluster = Cluster::start(3, tuning()).await;
     let old = cluster.leader_seen_by(1, |_| true).await;
     let others: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
-    cluster.tasks(old).submit_tasks(submit_req(vec![spec("before", &[])])).await.expect("submit before partition");
+    cluster
+        .tasks(old)
+        .submit_tasks(submit_req(vec![spec("before", &[])]))
+        .await
+        .expect("submit before partition");
 
     cluster.partition(&[old]);
     // The minority cannot acknowledge a write.
@@ -336,16 +485,27 @@ async fn isolated_leader_cannot_commit_and_catches_up_after_healing() {
     let r = cluster.tasks(old).submit_tasks(req).await;
     assert!(r.is_err(), "an isolated master acknowledged a write: {r:?}");
     // Nor serve a linearizable read.
-    let mut req = tonic::Request::new(v1::GetTaskRequest { id: "before".into(), consistency: 0 });
+    let mut req = tonic::Request::new(v1::GetTaskRequest {
+        id: "before".into(),
+        consistency: 0,
+    });
     req.set_timeout(Duration::from_millis(1500));
-    assert!(cluster.tasks(old).get_task(req).await.is_err(), "isolated master served a linearizable read");
+    assert!(
+        cluster.tasks(old).get_task(req).await.is_err(),
+        "isolated master served a linearizable read"
+    );
 
     // The majority elects a new leader and keeps working.
     let new = cluster.leader_seen_by(others[0], |l| l != old).await;
     assert!(others.contains(&new));
     let ids: Vec<String> = (0..10).map(|i| format!("after{i}")).collect();
     let batch = ids.iter().map(|i| spec(i, &[])).collect();
-    let acked = cluster.tasks(others[1]).submit_tasks(submit_req(batch)).await.expect("majority write").into_inner();
+    let acked = cluster
+        .tasks(others[1])
+        .submit_tasks(submit_req(batch))
+        .await
+        .expect("majority write")
+        .into_inner();
 
     cluster.heal();
     // The old leader catches up: it applies the majority's writes...
@@ -359,18 +519,28 @@ async fn isolated_leader_cannot_commit_and_catches_up_after_healing() {
     })
     .await;
     // ...and what it could not commit while isolated never became a task.
-    let err = get(&mut cluster.tasks(new), "minority", false).await.expect_err("never committed");
+    let err = get(&mut cluster.tasks(new), "minority", false)
+        .await
+        .expect_err("never committed");
     assert_eq!(err.code(), Code::NotFound);
     assert!(get(&mut cluster.tasks(old), "before", false).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lagging_master_catches_up_from_a_snapshot() {
-    let tuning = RaftTuning { snapshot_every_entries: 20, keep_log_entries: 5, ..RaftTuning::default() };
+    let tuning = RaftTuning {
+        snapshot_every_entries: 20,
+        keep_log_entries: 5,
+        ..RaftTuning::default()
+    };
     let mut cluster = Cluster::start(3, tuning).await;
     let leader = cluster.leader_seen_by(1, |_| true).await;
     let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
-    cluster.tasks(leader).submit_tasks(submit_req(vec![spec("s000", &[])])).await.expect("first write");
+    cluster
+        .tasks(leader)
+        .submit_tasks(submit_req(vec![spec("s000", &[])]))
+        .await
+        .expect("first write");
     let before = eventually("lagging master applied the first write", || async {
         let s = cluster.status(leader).await?;
         let m = s.members.iter().find(|m| m.id == lagging)?;
@@ -381,7 +551,11 @@ async fn lagging_master_catches_up_from_a_snapshot() {
 
     // One Raft entry per request: submit them one at a time.
     for i in 1..=80 {
-        cluster.tasks(leader).submit_tasks(submit_req(vec![spec(&format!("s{i:03}"), &[])])).await.expect("write");
+        cluster
+            .tasks(leader)
+            .submit_tasks(submit_req(vec![spec(&format!("s{i:03}"), &[])]))
+            .await
+            .expect("write");
     }
     let purged = eventually("leader purges its log past the lagging master", || async {
         let s = cluster.status(leader).await?;

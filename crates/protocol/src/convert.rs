@@ -11,13 +11,21 @@ use crate::v1;
 
 impl From<v1::Resources> for Resources {
     fn from(r: v1::Resources) -> Self {
-        Resources { cpu_millis: r.cpu_millis, memory_mb: r.memory_mb, disk_mb: r.disk_mb }
+        Resources {
+            cpu_millis: r.cpu_millis,
+            memory_mb: r.memory_mb,
+            disk_mb: r.disk_mb,
+        }
     }
 }
 
 impl From<Resources> for v1::Resources {
     fn from(r: Resources) -> Self {
-        v1::Resources { cpu_millis: r.cpu_millis, memory_mb: r.memory_mb, disk_mb: r.disk_mb }
+        v1::Resources {
+            cpu_millis: r.cpu_millis,
+            memory_mb: r.memory_mb,
+            disk_mb: r.disk_mb,
+        }
     }
 }
 
@@ -81,9 +89,10 @@ pub fn task_state_from_i32(value: i32, field: &str) -> Result<TaskState, Protoco
         Ok(v1::TaskState::Failed) => Ok(TaskState::Failed),
         Ok(v1::TaskState::Cancelled) => Ok(TaskState::Cancelled),
         Ok(v1::TaskState::TimedOut) => Ok(TaskState::TimedOut),
-        Ok(v1::TaskState::Unspecified) | Err(_) => {
-            Err(ProtocolError::invalid(field, format!("unknown task state {value}")))
-        }
+        Ok(v1::TaskState::Unspecified) | Err(_) => Err(ProtocolError::invalid(
+            field,
+            format!("unknown task state {value}"),
+        )),
     }
 }
 
@@ -132,13 +141,21 @@ mod tests {
 
     #[test]
     fn unspecified_and_unknown_states_are_rejected_naming_the_field() {
-        assert_eq!(task_state_from_i32(0, "states[0]").unwrap_err().field(), "states[0]");
+        assert_eq!(
+            task_state_from_i32(0, "states[0]").unwrap_err().field(),
+            "states[0]"
+        );
         assert!(task_state_from_i32(99, "states[1]").is_err());
     }
 
     #[test]
     fn zero_max_attempts_means_one_and_missing_resources_mean_none() {
-        let spec: TaskSpec = v1::TaskSpec { id: "a".into(), command: vec!["true".into()], ..Default::default() }.into();
+        let spec: TaskSpec = v1::TaskSpec {
+            id: "a".into(),
+            command: vec!["true".into()],
+            ..Default::default()
+        }
+        .into();
         assert_eq!(spec.max_attempts, 1);
         assert_eq!(spec.resources, Resources::default());
         let back = v1::TaskSpec::from(&spec);

@@ -30,7 +30,10 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid { field: field.into(), message: message.into() }
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// The field the error names.

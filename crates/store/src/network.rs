@@ -31,6 +31,7 @@ use openraft::ReadPolicy;
 use openraft::alias::SnapshotMetaOf;
 use openraft::alias::SnapshotOf;
 use openraft::alias::VoteOf;
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::NetworkError;
 use openraft::error::RPCError;
 use openraft::error::ReplicationClosed;
@@ -122,15 +123,25 @@ impl Channels {
 
     /// True when fault injection cuts this node off from `addr`.
     pub fn is_blocked(&self, addr: &str) -> bool {
-        self.any_blocked.load(Ordering::Acquire) && self.blocked.lock().map(|b| b.contains(addr)).unwrap_or(false)
+        self.any_blocked.load(Ordering::Acquire)
+            && self.blocked.lock().map(|b| b.contains(addr)).unwrap_or(false)
     }
 
-    /// The channel to `addr`, created on first use.
+    /// The channel to `addr`, created on first use; an error while fault injection cuts
+    /// this node off from `addr`.
     pub fn get(&self, addr: &str) -> Result<Channel, String> {
         if self.is_blocked(addr) {
             return Err(format!("{addr} is unreachable (partitioned by fault injection)"));
         }
-        let mut map = self.inner.lock().map_err(|_| "channel cache poisoned".to_string())?;
+        self.channel(addr)
+    }
+
+    /// The channel to `addr`, ignoring fault injection (callers check per message).
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut map = self
+            .inner
+            .lock()
+            .map_err(|_| "channel cache poisoned".to_string())?;
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
         }
@@ -157,12 +168,20 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        let client = self.channels.get(&node.addr).map(|ch| {
+        // Partitions are checked per message, not here: a client made during a partition must
+        // work again once it heals.
+        let client = self.channels.channel(&node.addr).map(|ch| {
             RaftServiceClient::new(ch)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES)
         });
-        PeerClient { self_id: self.self_id, target, addr: node.addr.clone(), client, channels: self.channels.clone() }
+        PeerClient {
+            self_id: self.self_id,
+            target,
+            addr: node.addr.clone(),
+            client,
+            channels: self.channels.clone(),
+        }
     }
 }
 
@@ -210,7 +229,10 @@ impl PeerClient {
         Fut: Future<Output = Result<Response<internal::RaftMessage>, Status>>,
     {
         if self.channels.is_blocked(&self.addr) {
-            return Err(RPCError::Unreachable(Unreachable::from_string(format!("{} partitioned", self.addr))));
+            return Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                "{} partitioned",
+                self.addr
+            ))));
         }
         let client = match &self.client {
             Ok(c) => c.clone(),
@@ -220,7 +242,12 @@ impl PeerClient {
         let request = self.request(internal::RaftMessage { data }, timeout);
         let reply = match tokio::time::timeout(timeout, call(client, request)).await {
             Err(_elapsed) => {
-                return Err(RPCError::Timeout(Timeout { action, id: self.self_id, target: self.target, timeout }));
+                return Err(RPCError::Timeout(Timeout {
+                    action,
+                    id: self.self_id,
+                    target: self.target,
+                    timeout,
+                }));
             }
             Ok(Err(status)) => return Err(rpc_error(&status)),
             Ok(Ok(reply)) => reply.into_inner(),
@@ -237,9 +264,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(RPCTypes::AppendEntries, &rpc, option.soft_ttl(), |mut c, r| async move {
-            c.append_entries(r).await
-        })
+        self.unary(
+            RPCTypes::AppendEntries,
+            &rpc,
+            option.soft_ttl(),
+            |mut c, r| async move { c.append_entries(r).await },
+        )
         .await
     }
 
@@ -248,7 +278,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(RPCTypes::Vote, &rpc, option.soft_ttl(), |mut c, r| async move { c.vote(r).await }).await
+        self.unary(RPCTypes::Vote, &rpc, option.soft_ttl(), |mut c, r| async move {
+            c.vote(r).await
+        })
+        .await
     }
 
     async fn transfer_leader(
@@ -256,9 +289,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(RPCTypes::TransferLeader, &req, option.soft_ttl(), |mut c, r| async move {
-            c.transfer_leader(r).await
-        })
+        self.unary(
+            RPCTypes::TransferLeader,
+            &req,
+            option.soft_ttl(),
+            |mut c, r| async move { c.transfer_leader(r).await },
+        )
         .await
     }
 
@@ -270,7 +306,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         if self.channels.is_blocked(&self.addr) {
-            return Err(StreamingError::Unreachable(Unreachable::from_string(format!("{} partitioned", self.addr))));
+            return Err(StreamingError::Unreachable(Unreachable::from_string(format!(
+                "{} partitioned",
+                self.addr
+            ))));
         }
         let mut client = match &self.client {
             Ok(c) => c.clone(),
@@ -279,7 +318,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let head = codec::encode(&(&vote, &snapshot.meta)).map_err(|e| NetworkError::new(&e))?;
         let mut chunks = vec![internal::SnapshotChunk { data: head }];
         chunks.extend(
-            snapshot.snapshot.chunks(SNAPSHOT_CHUNK_BYTES).map(|c| internal::SnapshotChunk { data: c.to_vec() }),
+            snapshot
+                .snapshot
+                .chunks(SNAPSHOT_CHUNK_BYTES)
+                .map(|c| internal::SnapshotChunk { data: c.to_vec() }),
         );
         tracing::info!(target = self.target, addr = %self.addr, bytes = snapshot.snapshot.len(), "sending snapshot");
         let timeout = option.hard_ttl();
@@ -319,7 +361,9 @@ impl RaftServer {
 
     /// Refuses a request meant for another node.
     fn check_target<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let Some(v) = req.metadata().get(TARGET_HEADER) else { return Ok(()) };
+        let Some(v) = req.metadata().get(TARGET_HEADER) else {
+            return Ok(());
+        };
         let target: Option<NodeId> = v.to_str().ok().and_then(|s| s.parse().ok());
         match target {
             Some(t) if t == self.id => Ok(()),
@@ -357,7 +401,10 @@ impl RaftService for RaftServer {
         encode_msg(&resp)
     }
 
-    async fn vote(&self, req: Request<internal::RaftMessage>) -> Result<Response<internal::RaftMessage>, Status> {
+    async fn vote(
+        &self,
+        req: Request<internal::RaftMessage>,
+    ) -> Result<Response<internal::RaftMessage>, Status> {
         self.check_target(&req)?;
         let rpc: VoteRequest<TypeConfig> = decode_msg(req.get_ref())?;
         let resp = self.raft.vote(rpc).await.map_err(fatal)?;
@@ -392,7 +439,11 @@ impl RaftService for RaftServer {
         }
         tracing::info!(bytes = data.len(), last = ?meta.last_log_id, "installing snapshot from leader");
         let snapshot = SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: data };
-        let resp = self.raft.install_full_snapshot(vote, snapshot).await.map_err(fatal)?;
+        let resp = self
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(fatal)?;
         encode_msg(&resp)
     }
 
@@ -401,8 +452,14 @@ impl RaftService for RaftServer {
         _req: Request<internal::ReadIndexRequest>,
     ) -> Result<Response<internal::ReadIndexResponse>, Status> {
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(read) => Ok(Response::new(internal::ReadIndexResponse { read_index: read.log_id().index, leader: self.id })),
-            Err(e) => Err(Status::unavailable(format!("node {} cannot serve a read index: {e}", self.id))),
+            Ok(read) => Ok(Response::new(internal::ReadIndexResponse {
+                read_index: read.log_id().index,
+                leader: self.id,
+            })),
+            Err(e) => Err(Status::unavailable(format!(
+                "node {} cannot serve a read index: {e}",
+                self.id
+            ))),
         }
     }
 
@@ -410,14 +467,14 @@ impl RaftService for RaftServer {
         &self,
         _req: Request<internal::NodeInfoRequest>,
     ) -> Result<Response<internal::NodeInfoResponse>, Status> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         Ok(Response::new(internal::NodeInfoResponse {
             id: self.id,
             role: role_name(m.state).to_string(),
             term: m.current_term,
             leader: m.current_leader.unwrap_or(0),
             last_log_index: m.last_log_index.unwrap_or(0),
-            commit_index: m.committed.as_ref().map(|l| l.index).unwrap_or(0),
+            commit_index: m.cluster_committed.as_ref().map(|l| l.index).unwrap_or(0),
             applied_index: m.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
             snapshot_index: m.snapshot.as_ref().map(|l| l.index).unwrap_or(0),
             purged_index: m.purged.as_ref().map(|l| l.index).unwrap_or(0),

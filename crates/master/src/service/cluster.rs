@@ -36,7 +36,10 @@ impl ClusterApi {
         Self { node }
     }
 
-    async fn leader_client(&self, forwarded: bool) -> Result<ClusterServiceClient<tonic::transport::Channel>, Status> {
+    async fn leader_client(
+        &self,
+        forwarded: bool,
+    ) -> Result<ClusterServiceClient<tonic::transport::Channel>, Status> {
         let (_, ch) = leader_channel(&self.node, forwarded)?;
         Ok(ClusterServiceClient::new(ch))
     }
@@ -90,7 +93,12 @@ impl ClusterApi {
                 },
             })
             .collect();
-        v1::ClusterStatus { leader: m.current_leader.unwrap_or(0), term: m.current_term, members, served_by: self.node.id }
+        v1::ClusterStatus {
+            leader: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            members,
+            served_by: self.node.id,
+        }
     }
 }
 
@@ -104,7 +112,7 @@ fn local_info(
         term: m.current_term,
         leader: m.current_leader.unwrap_or(0),
         last_log_index: m.last_log_index.unwrap_or(0),
-        commit_index: m.committed.as_ref().map(|l| l.index).unwrap_or(0),
+        commit_index: m.cluster_committed.as_ref().map(|l| l.index).unwrap_or(0),
         applied_index: m.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
         snapshot_index: m.snapshot.as_ref().map(|l| l.index).unwrap_or(0),
         purged_index: m.purged.as_ref().map(|l| l.index).unwrap_or(0),
@@ -115,17 +123,25 @@ fn local_info(
 fn check_addr(addr: &str) -> Result<(), Status> {
     match addr.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
-        _ => Err(Status::invalid_argument(format!("addr: expected HOST:PORT, got {addr:?}"))),
+        _ => Err(Status::invalid_argument(format!(
+            "addr: expected HOST:PORT, got {addr:?}"
+        ))),
     }
 }
 
 #[tonic::async_trait]
 impl ClusterService for ClusterApi {
-    async fn get_status(&self, _req: Request<v1::ClusterStatusRequest>) -> Result<Response<v1::ClusterStatus>, Status> {
+    async fn get_status(
+        &self,
+        _req: Request<v1::ClusterStatusRequest>,
+    ) -> Result<Response<v1::ClusterStatus>, Status> {
         Ok(Response::new(self.status().await))
     }
 
-    async fn add_master(&self, req: Request<v1::AddMasterRequest>) -> Result<Response<v1::ClusterStatus>, Status> {
+    async fn add_master(
+        &self,
+        req: Request<v1::AddMasterRequest>,
+    ) -> Result<Response<v1::ClusterStatus>, Status> {
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
         if msg.id == 0 {
@@ -133,14 +149,27 @@ impl ClusterService for ClusterApi {
         }
         check_addr(&msg.addr)?;
         if !self.node.is_leader() {
-            return self.leader_client(forwarded).await?.add_master(forward_request(&self.node, msg)).await;
+            return self
+                .leader_client(forwarded)
+                .await?
+                .add_master(forward_request(&self.node, msg))
+                .await;
         }
         let m = self.node.metrics();
         if m.membership_config.membership().voter_ids().any(|v| v == msg.id) {
-            return Err(Status::already_exists(format!("id: master {} is already a voter", msg.id)));
+            return Err(Status::already_exists(format!(
+                "id: master {} is already a voter",
+                msg.id
+            )));
         }
         tracing::info!(id = msg.id, addr = %msg.addr, "adding master as learner");
-        let add = self.node.raft.add_learner(msg.id, BasicNode { addr: msg.addr.clone() }, true);
+        let add = self.node.raft.add_learner(
+            msg.id,
+            BasicNode {
+                addr: msg.addr.clone(),
+            },
+            true,
+        );
         match tokio::time::timeout(CATCH_UP_TIMEOUT, add).await {
             Err(_) => {
                 return Err(Status::deadline_exceeded(format!(
@@ -167,17 +196,26 @@ impl ClusterService for ClusterApi {
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
         if !self.node.is_leader() {
-            return self.leader_client(forwarded).await?.remove_master(forward_request(&self.node, msg)).await;
+            return self
+                .leader_client(forwarded)
+                .await?
+                .remove_master(forward_request(&self.node, msg))
+                .await;
         }
         let m = self.node.metrics();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let is_learner = membership.learner_ids().any(|l| l == msg.id);
         if !voters.contains(&msg.id) && !is_learner {
-            return Err(Status::not_found(format!("id: master {} is not a member", msg.id)));
+            return Err(Status::not_found(format!(
+                "id: master {} is not a member",
+                msg.id
+            )));
         }
         if voters.len() == 1 && voters.contains(&msg.id) {
-            return Err(Status::failed_precondition("id: cannot remove the last voting master"));
+            return Err(Status::failed_precondition(
+                "id: cannot remove the last voting master",
+            ));
         }
         let change = if voters.contains(&msg.id) {
             ChangeMembers::RemoveVoters(BTreeSet::from([msg.id]))
@@ -185,7 +223,11 @@ impl ClusterService for ClusterApi {
             ChangeMembers::RemoveNodes(BTreeSet::from([msg.id]))
         };
         tracing::info!(id = msg.id, "removing master");
-        self.node.raft.change_membership(change, false).await.map_err(|e| write_status(classify_write_error(e)))?;
+        self.node
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| write_status(classify_write_error(e)))?;
         Ok(Response::new(self.status().await))
     }
 
@@ -196,11 +238,18 @@ impl ClusterService for ClusterApi {
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
         if !self.node.is_leader() {
-            return self.leader_client(forwarded).await?.transfer_leader(forward_request(&self.node, msg)).await;
+            return self
+                .leader_client(forwarded)
+                .await?
+                .transfer_leader(forward_request(&self.node, msg))
+                .await;
         }
         let m = self.node.metrics();
         if !m.membership_config.membership().voter_ids().any(|v| v == msg.to) {
-            return Err(Status::invalid_argument(format!("to: master {} is not a voting member", msg.to)));
+            return Err(Status::invalid_argument(format!(
+                "to: master {} is not a voting member",
+                msg.to
+            )));
         }
         if msg.to != self.node.id {
             self.node
@@ -214,7 +263,9 @@ impl ClusterService for ClusterApi {
                 .wait(Some(TRANSFER_TIMEOUT))
                 .current_leader(msg.to, "leadership transfer")
                 .await
-                .map_err(|e| Status::deadline_exceeded(format!("transfer to {} not confirmed: {e}", msg.to)))?;
+                .map_err(|e| {
+                    Status::deadline_exceeded(format!("transfer to {} not confirmed: {e}", msg.to))
+                })?;
         }
         Ok(Response::new(self.status().await))
     }

@@ -53,9 +53,14 @@ pub fn is_forwarded<T>(req: &Request<T>) -> bool {
 /// Where a write this node cannot take should go: the leader's channel, or `UNAVAILABLE`.
 pub fn leader_channel(node: &Node, already_forwarded: bool) -> Result<(LeaderInfo, Channel), Status> {
     if already_forwarded {
-        return Err(Status::unavailable(format!("master {} is no longer the leader; retry", node.id)));
+        return Err(Status::unavailable(format!(
+            "master {} is no longer the leader; retry",
+            node.id
+        )));
     }
-    let leader = node.leader().ok_or_else(|| Status::unavailable("no leader elected yet; retry"))?;
+    let leader = node
+        .leader()
+        .ok_or_else(|| Status::unavailable("no leader elected yet; retry"))?;
     if leader.id == node.id {
         return Err(Status::unavailable("leadership is changing; retry"));
     }

@@ -43,7 +43,11 @@ impl TaskApi {
     }
 
     fn read_info(&self, applied: u64, stale: bool) -> v1::ReadInfo {
-        v1::ReadInfo { served_by: self.node.id, applied_index: applied, stale }
+        v1::ReadInfo {
+            served_by: self.node.id,
+            applied_index: applied,
+            stale,
+        }
     }
 
     /// Confirms with the leader unless the caller accepted a stale read; returns the read info.
@@ -71,7 +75,9 @@ impl TaskApi {
         forwarded: bool,
     ) -> Result<Response<v1::CancelTaskResponse>, Status> {
         let (_, ch) = leader_channel(&self.node, forwarded)?;
-        TaskServiceClient::new(ch).cancel_task(forward_request(&self.node, msg)).await
+        TaskServiceClient::new(ch)
+            .cancel_task(forward_request(&self.node, msg))
+            .await
     }
 }
 
@@ -115,13 +121,19 @@ impl TaskService for TaskApi {
         }
     }
 
-    async fn get_task(&self, req: Request<v1::GetTaskRequest>) -> Result<Response<v1::GetTaskResponse>, Status> {
+    async fn get_task(
+        &self,
+        req: Request<v1::GetTaskRequest>,
+    ) -> Result<Response<v1::GetTaskResponse>, Status> {
         let msg = req.into_inner();
         validate::validate_id(&msg.id).map_err(rejection_status)?;
         let read = self.prepare_read(msg.consistency).await?;
         let task = self.node.sm.read(|s| s.get(&msg.id).map(v1::Task::from));
         match task {
-            Some(task) => Ok(Response::new(v1::GetTaskResponse { task: Some(task), read: Some(read) })),
+            Some(task) => Ok(Response::new(v1::GetTaskResponse {
+                task: Some(task),
+                read: Some(read),
+            })),
             None => Err(Status::not_found(format!("id: no task {:?}", msg.id))),
         }
     }
@@ -147,7 +159,8 @@ impl TaskService for TaskApi {
         };
         let after = (!msg.page_token.is_empty()).then_some(msg.page_token.as_str());
         if let Some(a) = after {
-            validate::validate_id(a).map_err(|_| Status::invalid_argument("page_token: not a token we issued"))?;
+            validate::validate_id(a)
+                .map_err(|_| Status::invalid_argument("page_token: not a token we issued"))?;
         }
         let read = self.prepare_read(msg.consistency).await?;
         let (tasks, next, total) = self.node.sm.read(|s| {
@@ -160,7 +173,11 @@ impl TaskService for TaskApi {
                 uniq.dedup();
                 uniq.iter().map(|st| s.count(*st)).sum()
             };
-            (page.tasks.into_iter().map(v1::Task::from).collect::<Vec<_>>(), page.next_after, total)
+            (
+                page.tasks.into_iter().map(v1::Task::from).collect::<Vec<_>>(),
+                page.next_after,
+                total,
+            )
         });
         Ok(Response::new(v1::ListTasksResponse {
             tasks,
@@ -178,12 +195,19 @@ impl TaskService for TaskApi {
         let msg = req.into_inner();
         validate::validate_id(&msg.id).map_err(rejection_status)?;
         if msg.reason.len() > validate::MAX_REASON_LEN {
-            return Err(Status::invalid_argument(format!("reason: longer than {} bytes", validate::MAX_REASON_LEN)));
+            return Err(Status::invalid_argument(format!(
+                "reason: longer than {} bytes",
+                validate::MAX_REASON_LEN
+            )));
         }
         if !self.node.is_leader() {
             return self.forward_cancel(msg, forwarded).await;
         }
-        let cmd = Command::CancelTask { id: msg.id.clone(), reason: msg.reason.clone(), now_ms: now_ms() };
+        let cmd = Command::CancelTask {
+            id: msg.id.clone(),
+            reason: msg.reason.clone(),
+            now_ms: now_ms(),
+        };
         match self.node.raft.client_write(cmd).await {
             Ok(resp) => match resp.data {
                 CoreResponse::Cancel(Ok(c)) => Ok(Response::new(v1::CancelTaskResponse {
@@ -193,7 +217,9 @@ impl TaskService for TaskApi {
                     log_index: c.log_index,
                 })),
                 CoreResponse::Cancel(Err(r)) => Err(rejection_status(r)),
-                other => Err(Status::internal(format!("unexpected state machine response {other:?}"))),
+                other => Err(Status::internal(format!(
+                    "unexpected state machine response {other:?}"
+                ))),
             },
             Err(e) => match classify_write_error(e) {
                 WriteError::NotLeader { .. } => self.forward_cancel(msg, forwarded).await,
@@ -220,7 +246,11 @@ impl TaskService for TaskApi {
         tokio::spawn(async move {
             let mut last = first.log_index;
             let mut terminal = is_terminal(&first);
-            if tx.send(Ok(v1::WatchTaskEvent { task: Some(first) })).await.is_err() {
+            if tx
+                .send(Ok(v1::WatchTaskEvent { task: Some(first) }))
+                .await
+                .is_err()
+            {
                 return;
             }
             while !terminal {
@@ -232,13 +262,19 @@ impl TaskService for TaskApi {
                     // The caller went away (or the server is stopping): stop watching.
                     _ = tx.closed() => return,
                 }
-                let Some(task) = sm.read(|s| s.get(&id).map(v1::Task::from)) else { continue };
+                let Some(task) = sm.read(|s| s.get(&id).map(v1::Task::from)) else {
+                    continue;
+                };
                 if task.log_index <= last {
                     continue;
                 }
                 last = task.log_index;
                 terminal = is_terminal(&task);
-                if tx.send(Ok(v1::WatchTaskEvent { task: Some(task) })).await.is_err() {
+                if tx
+                    .send(Ok(v1::WatchTaskEvent { task: Some(task) }))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -248,5 +284,7 @@ impl TaskService for TaskApi {
 }
 
 fn is_terminal(task: &v1::Task) -> bool {
-    task_state_from_i32(task.state, "state").map(TaskState::is_terminal).unwrap_or(false)
+    task_state_from_i32(task.state, "state")
+        .map(TaskState::is_terminal)
+        .unwrap_or(false)
 }

@@ -31,7 +31,7 @@ pub struct Resources {
 }
 
 /// What a client submits.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
     /// Client-chosen id; resubmitting an existing id returns the existing task.
     pub id: TaskId,
@@ -65,6 +65,24 @@ pub struct TaskSpec {
 
 fn default_max_attempts() -> u32 {
     1
+}
+
+impl Default for TaskSpec {
+    /// An empty spec with the same defaults deserialization applies (`max_attempts` 1).
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            name: String::new(),
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            priority: 0,
+            resources: Resources::default(),
+            timeout_ms: 0,
+            max_attempts: default_max_attempts(),
+            depends_on: Vec::new(),
+            labels: BTreeMap::new(),
+        }
+    }
 }
 
 /// Lifecycle state of a task.

@@ -1,1 +1,205 @@
-fn main() {}
+//! `taurus`: the command-line interface of Taurus.
+//!
+//! `taurus master start` runs a master; `task`, `cluster` and `bench` talk to a running cluster
+//! through `taurus-client`; `dev` starts a local 3-master cluster. Errors are one `error: ...`
+//! line on stderr. Exit status: 0 success, 2 error, and for `task wait` 1 when the task ended
+//! in a state other than succeeded.
+
+mod args;
+mod bench;
+mod cluster;
+mod dev;
+mod master;
+mod output;
+mod task;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use clap::error::ContextKind;
+use clap::error::ErrorKind;
+use taurus_client::Client;
+
+use crate::args::Cli;
+use crate::args::Command;
+
+/// Exit status of every error.
+const EXIT_ERROR: u8 = 2;
+
+/// What every command that talks to the cluster needs.
+pub struct Context {
+    pub masters: Vec<String>,
+    pub timeout: Duration,
+    pub json: bool,
+}
+
+impl Context {
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let masters: Vec<String> = self
+            .masters
+            .iter()
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .collect();
+        Ok(Client::new(masters)?.with_deadline(self.timeout))
+    }
+}
+
+fn main() -> ExitCode {
+    install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return report(&anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = Context {
+        masters: cli.masters,
+        timeout: cli.timeout,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Master(cmd) => master::run(cmd).await,
+        Command::Task(cmd) => task::run(cmd, &ctx).await,
+        Command::Cluster(cmd) => cluster::run(cmd, &ctx).await,
+        Command::Bench(cmd) => bench::run(cmd, &ctx).await,
+        Command::Dev(args) => dev::run(args, &ctx).await,
+    }
+}
+
+/// Prints `error: ...` on one line and returns the error exit status.
+fn report(e: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {}", one_line(&format!("{e:#}")));
+    ExitCode::from(EXIT_ERROR)
+}
+
+/// Help and version go to stdout as usual; usage errors become one `error:` line.
+fn usage_error(e: clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(EXIT_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        ErrorKind::UnknownArgument if misplaced_timeout(&e) => {
+            eprintln!(
+                "error: unexpected argument '--timeout' here: the request deadline goes before the command, \
+                 e.g. `taurus --timeout 2s task get ID`"
+            );
+            ExitCode::from(EXIT_ERROR)
+        }
+        ErrorKind::UnknownArgument if command_without_dashes(&e) => {
+            eprintln!(
+                "{} (the task's command goes after --: taurus task submit [OPTIONS] -- COMMAND [ARGS]...)",
+                clap_error_line(&e.render().to_string())
+            );
+            ExitCode::from(EXIT_ERROR)
+        }
+        _ => {
+            eprintln!("{}", clap_error_line(&e.render().to_string()));
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// `--timeout` given after a command that has no such option of its own.
+fn misplaced_timeout(e: &clap::Error) -> bool {
+    e.get(ContextKind::InvalidArg)
+        .is_some_and(|arg| arg.to_string().starts_with("--timeout"))
+}
+
+/// A `task submit` whose command was not separated by `--`.
+fn command_without_dashes(e: &clap::Error) -> bool {
+    let positional = e
+        .get(ContextKind::InvalidArg)
+        .is_some_and(|arg| !arg.to_string().starts_with('-'));
+    positional
+        && std::env::args()
+            .skip(1)
+            .take_while(|a| a != "--")
+            .any(|a| a == "submit")
+}
+
+/// The message of a rendered clap error (everything before the first blank line) and its tips,
+/// joined into one line; the usage and "for more information" lines are left out.
+fn clap_error_line(rendered: &str) -> String {
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let mut line = one_line(&message.join(" "));
+    let tips: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("tip:"))
+        .collect();
+    if !tips.is_empty() {
+        line = format!("{line} ({})", one_line(&tips.join("; ")));
+    }
+    if line.starts_with("error:") {
+        line
+    } else {
+        format!("error: {line}")
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A panic is a bug: report it on one line, without a backtrace.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: internal error (a bug in taurus): {}{place}",
+            one_line(&message)
+        );
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  --id <ID>\n\n\
+                        Usage: taurus cluster remove-master --id <ID>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            clap_error_line(rendered),
+            "error: the following required arguments were not provided: --id <ID>"
+        );
+        let rendered = "error: unexpected argument 'echo' found\n\n  tip: to pass 'echo' as a value, use '-- echo'\n\n\
+                        Usage: taurus task submit [OPTIONS] [-- <COMMAND>...]\n";
+        assert_eq!(
+            clap_error_line(rendered),
+            "error: unexpected argument 'echo' found (tip: to pass 'echo' as a value, use '-- echo')"
+        );
+    }
+}

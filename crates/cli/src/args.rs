@@ -1,0 +1,312 @@
+//! Command-line syntax (clap derive): `taurus NOUN VERB [OPTIONS]`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use clap::Parser;
+use clap::Subcommand;
+use clap::ValueEnum;
+use taurus_core::TaskState;
+
+/// Taurus: a Raft-replicated distributed task scheduler.
+#[derive(Debug, Parser)]
+#[command(name = "taurus", version, propagate_version = true, max_term_width = 110)]
+pub struct Cli {
+    /// Masters to talk to, comma-separated HOST:PORT (any of them will do; all are tried).
+    #[arg(
+        long,
+        global = true,
+        env = "TAURUS_MASTERS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
+    )]
+    pub masters: Vec<String>,
+    /// Overall deadline of each request, retries across masters included. Give it before the
+    /// command (`taurus --timeout 2s task get ID`): after `task submit`, --timeout is the task's.
+    #[arg(long, env = "TAURUS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a master.
+    #[command(subcommand)]
+    Master(MasterCmd),
+    /// Submit, inspect, cancel and wait for tasks.
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// Inspect and change the cluster's membership and leadership.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Measure the cluster.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+    /// Start a local 3-master cluster, submit demo tasks, and keep it running until Ctrl-C.
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MasterCmd {
+    /// Run a master until Ctrl-C or SIGTERM. Settings: flags > TAURUS_* env > --config file > defaults.
+    Start(MasterStartArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MasterStartArgs {
+    /// TOML configuration file (see config/).
+    #[arg(long, env = "TAURUS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This master's id (unique, at least 1).
+    #[arg(long, env = "TAURUS_ID")]
+    pub id: Option<u64>,
+    /// Address to listen on, e.g. 127.0.0.1:7101.
+    #[arg(long, env = "TAURUS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address other masters and clients use to reach this one (default: --listen).
+    #[arg(long, env = "TAURUS_ADVERTISE")]
+    pub advertise: Option<SocketAddr>,
+    /// Directory of this master's database.
+    #[arg(long, env = "TAURUS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Every initial master, this one included: 1=127.0.0.1:7101,2=127.0.0.1:7102,...
+    #[arg(long, env = "TAURUS_PEERS", value_parser = parse_peer_list)]
+    pub peers: Option<BTreeMap<u64, String>>,
+    /// Log format (the level comes from RUST_LOG, default info,openraft=warn).
+    #[arg(long, env = "TAURUS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCmd {
+    /// Submit a task: taurus task submit [OPTIONS] -- COMMAND [ARGS]...
+    Submit(SubmitArgs),
+    /// Show one task.
+    Get {
+        id: String,
+        /// Read the serving master's state without confirming with the leader (may be stale).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// List tasks in submission order.
+    List(ListArgs),
+    /// Cancel a task (a terminal task is left unchanged).
+    Cancel {
+        id: String,
+        /// Why; recorded in the task.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Print every change of a task until it is terminal.
+    Watch { id: String },
+    /// Wait until a task is terminal. Exit status: 0 succeeded, 1 ended otherwise, 2 error.
+    Wait { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Task id (default: a fresh UUIDv7). Resubmitting an id returns the existing task.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Human-readable name.
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// CPU demand in thousandths of a core.
+    #[arg(long, value_name = "MILLIS", default_value_t = 0)]
+    pub cpu: u32,
+    /// Memory demand in MiB.
+    #[arg(long, value_name = "MB", default_value_t = 0)]
+    pub mem: u64,
+    /// Disk demand in MiB.
+    #[arg(long, value_name = "MB", default_value_t = 0)]
+    pub disk: u64,
+    /// Execution timeout of each attempt, e.g. 30s or 5m (default: none).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Attempts before the task fails (default 1).
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Ids of tasks that must succeed first, comma-separated.
+    #[arg(long, value_name = "ID,...", value_delimiter = ',')]
+    pub after: Vec<String>,
+    /// A label, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub label: Vec<(String, String)>,
+    /// An environment variable of the task, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only these states, comma-separated: pending,assigned,running,succeeded,failed,cancelled,timed_out.
+    #[arg(long, value_delimiter = ',', value_parser = parse_state)]
+    pub state: Vec<TaskState>,
+    /// Tasks per page (at most 1000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Follow the pages and list every matching task.
+    #[arg(long)]
+    pub all: bool,
+    /// Start from this page (the next_page_token of an earlier list).
+    #[arg(long, default_value = "")]
+    pub page_token: String,
+    /// Read the serving master's state without confirming with the leader (may be stale).
+    #[arg(long)]
+    pub stale: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Members, roles, terms and log indexes.
+    Status,
+    /// Add a master (as a learner, promoted to voter once it has caught up).
+    AddMaster {
+        #[arg(long)]
+        id: u64,
+        /// Its address, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Remove a master.
+    RemoveMaster {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Hand leadership to another master.
+    TransferLeader {
+        #[arg(long)]
+        to: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Submit no-op tasks as fast as the cluster acknowledges them.
+    Submit(BenchSubmitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSubmitArgs {
+    /// Tasks to submit in total.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tasks: u64,
+    /// Concurrent submitters.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+    /// Tasks per SubmitTasks request.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Directory for data and logs (default: a temporary directory, removed on exit).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Use ports P, P+1, P+2 (default: free ports).
+    #[arg(long, value_name = "P")]
+    pub base_port: Option<u16>,
+    /// Stop the cluster after the demo instead of waiting for Ctrl-C.
+    #[arg(long)]
+    pub exit_after_demo: bool,
+}
+
+/// `10s`, `500ms`, `2m`: humantime durations.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (expected a duration such as 500ms, 10s or 2m)"))
+}
+
+/// `KEY=VALUE` with a non-empty key.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// A task state by its lower-case name.
+pub fn parse_state(s: &str) -> Result<TaskState, String> {
+    TaskState::parse(s.trim()).ok_or_else(|| {
+        let all: Vec<&str> = TaskState::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown state {s:?}; expected one of {}", all.join(", "))
+    })
+}
+
+fn parse_peer_list(s: &str) -> Result<BTreeMap<u64, String>, String> {
+    let peers = taurus_master::config::parse_peers(s).map_err(|e| e.to_string())?;
+    if peers.is_empty() {
+        return Err("no peers given; expected ID=HOST:PORT,...".into());
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn key_values_need_a_key_and_an_equals_sign() {
+        assert_eq!(parse_key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert_eq!(parse_key_value("a=").unwrap(), ("a".into(), "".into()));
+        assert!(parse_key_value("ab").is_err());
+        assert!(parse_key_value("=b").is_err());
+    }
+
+    #[test]
+    fn states_and_durations_parse() {
+        assert_eq!(parse_state("timed_out").unwrap(), TaskState::TimedOut);
+        assert!(parse_state("done").unwrap_err().contains("pending"));
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn submit_takes_its_own_timeout_and_the_global_one_goes_before_the_noun() {
+        let cli = Cli::try_parse_from([
+            "taurus",
+            "--timeout",
+            "2s",
+            "task",
+            "submit",
+            "--timeout",
+            "30s",
+            "--",
+            "true",
+        ])
+        .unwrap();
+        assert_eq!(cli.timeout, Duration::from_secs(2));
+        let Command::Task(TaskCmd::Submit(s)) = cli.command else {
+            panic!("not a submit")
+        };
+        assert_eq!(s.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(s.command, ["true"]);
+    }
+}

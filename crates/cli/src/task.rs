@@ -160,7 +160,7 @@ fn print_details(task: &v1::Task, read: Option<&v1::ReadInfo>) {
         if t.timeout_ms == 0 {
             "none".into()
         } else {
-            format!("{} ms", t.timeout_ms)
+            humantime::format_duration(std::time::Duration::from_millis(t.timeout_ms)).to_string()
         },
     );
     add(

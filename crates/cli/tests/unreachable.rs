@@ -25,7 +25,7 @@ fn commands_against_dead_masters_fail_within_the_timeout() {
         &["bench", "submit", "--tasks", "10", "--concurrency", "2"],
     ] {
         let r = run(&[&["--masters", &masters, "--timeout", "1s"][..], args].concat());
-        assert_one_error_line(&r, "no master answered");
+        assert_one_error_line(&r, "no master could serve");
         assert_eq!(r.code, Some(2), "{args:?}: {r:?}");
         assert!(r.stderr.contains("127.0.0.1:"), "names the master: {r:?}");
         assert!(r.elapsed < BOUND, "{args:?} took {:?}", r.elapsed);

@@ -23,7 +23,7 @@ pub enum ClientError {
     },
     /// No master gave a usable answer before the deadline. `code` is the last gRPC status code
     /// seen (`None` when the last attempt timed out).
-    #[error("{op}: no master answered usefully ({attempts} attempts in {}); last error from {master}: {last}", secs(*deadline))]
+    #[error("{op}: no master could serve the request ({attempts} attempts in {}); last error from {master}: {last}", secs(*deadline))]
     Unavailable {
         op: &'static str,
         deadline: Duration,
@@ -125,7 +125,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "submit: no master answered usefully (3 attempts in 1.0s); last error from http://a:1: \
+            "submit: no master could serve the request (3 attempts in 1.0s); last error from http://a:1: \
              unavailable: tcp connect error"
         );
         assert_eq!(e.code(), Some(Code::Unavailable));

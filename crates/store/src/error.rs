@@ -65,6 +65,15 @@ pub enum StoreError {
     #[error("snapshot: {0}")]
     Snapshot(String),
 
+    /// Making writes durable failed, or the flusher could not run.
+    #[error("{what} in {dir}: {source}")]
+    Durability {
+        what: &'static str,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("state machine: {0}")]
     Core(#[from] taurus_core::CoreError),
 }

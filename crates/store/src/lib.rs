@@ -10,6 +10,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod flusher;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

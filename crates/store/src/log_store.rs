@@ -58,6 +58,7 @@ use serde::de::DeserializeOwned;
 use crate::TypeConfig;
 use crate::codec;
 use crate::error::StoreError;
+use crate::flusher::Flusher;
 use crate::state_machine::StateMachineStore;
 
 /// Version of the on-disk layout and encodings. Bump on any incompatible change (of this crate's
@@ -196,7 +197,7 @@ fn check_schema(db: &sled::Db, dir: &Path, existed: bool) -> Result<(), StoreErr
 /// so it is its own [`RaftLogReader`].
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
+    flusher: Flusher,
     log: sled::Tree,
     meta: sled::Tree,
     dir: Arc<PathBuf>,
@@ -206,7 +207,11 @@ impl LogStore {
     /// A log store on an already opened (and schema-checked) database.
     pub fn new(db: &sled::Db, dir: &Path) -> Result<Self, StoreError> {
         Ok(Self {
-            db: db.clone(),
+            flusher: Flusher::start(db.clone()).map_err(|source| StoreError::Durability {
+                what: "cannot start the flusher thread",
+                dir: dir.to_path_buf(),
+                source,
+            })?,
             log: db.open_tree(TREE_LOG)?,
             meta: db.open_tree(TREE_META)?,
             dir: Arc::new(dir.to_path_buf()),
@@ -313,7 +318,14 @@ impl LogStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        self.flusher
+            .flush()
+            .await
+            .map_err(|source| StoreError::Durability {
+                what: "flushing the raft log failed",
+                dir: self.dir.to_path_buf(),
+                source,
+            })?;
         Ok(())
     }
 
@@ -398,20 +410,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Atomic: all of the entries or none become visible (and, later, durable).
         self.log.apply_batch(batch).map_err(StoreError::from)?;
-        // Entries are readable now; report them durable once a flush that started after the
-        // batch was applied has completed.
-        let db = self.db.clone();
-        tokio::spawn(async move {
-            let res = db
-                .flush_async()
-                .await
-                .map(|_| ())
-                .map_err(|e| io::Error::from(StoreError::from(e)));
-            if let Err(e) = &res {
-                tracing::error!(error = %e, "flushing appended raft log entries failed");
-            }
-            callback.io_completed(res);
-        });
+        // Entries are readable now; the flusher reports them durable after a flush that started
+        // after this batch was applied (group commit: one fsync for every append queued).
+        self.flusher.flush_log(callback);
         Ok(())
     }
 

@@ -267,7 +267,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let (meta, data) = self.capture()?;
         let written = self.persist_snapshot(&meta, &data, false)?;
-        self.inner.db.flush_async().await.map_err(StoreError::from)?;
+        flush_blocking(&self.inner.db).await?;
         tracing::info!(last = ?meta.last_log_id, bytes = data.len(), written, "built snapshot");
         Ok(Snapshot { meta, snapshot: data })
     }
@@ -338,7 +338,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
         let state = decode_image(&snapshot)?;
         self.persist_snapshot(meta, &snapshot, true)?;
-        self.inner.db.flush_async().await.map_err(StoreError::from)?;
+        flush_blocking(&self.inner.db).await?;
         let applied_index = {
             let mut applied = self.inner.applied.write().map_err(|_| poisoned())?;
             *applied = Applied {
@@ -355,5 +355,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         Ok(self.current_snapshot()?)
+    }
+}
+
+/// A synchronous sled flush on a blocking thread (never sled's own I/O pool: see
+/// `crate::flusher` for the deadlock that causes).
+async fn flush_blocking(db: &sled::Db) -> Result<(), StoreError> {
+    let db = db.clone();
+    match tokio::task::spawn_blocking(move || db.flush()).await {
+        Ok(r) => r.map(|_| ()).map_err(StoreError::from),
+        Err(e) => Err(StoreError::Snapshot(format!("flush task failed: {e}"))),
     }
 }

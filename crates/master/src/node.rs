@@ -54,6 +54,17 @@ pub struct Node {
     pub channels: Channels,
 }
 
+/// Where a write should be handled.
+#[derive(Clone, Debug)]
+pub enum Route {
+    /// This node believes it leads: propose here (Raft still confirms it).
+    Local,
+    /// Another node leads: forward there.
+    Forward(LeaderInfo),
+    /// No leader is known (an election is under way).
+    NoLeader,
+}
+
 /// The leader as this node currently sees it.
 #[derive(Clone, Debug)]
 pub struct LeaderInfo {
@@ -73,6 +84,22 @@ impl Node {
         let id = m.current_leader?;
         let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
         Some(LeaderInfo { id, addr })
+    }
+
+    /// Where a write arriving here should go, decided from one metrics snapshot.
+    pub fn route(&self) -> Route {
+        let m = self.metrics();
+        match m.current_leader {
+            Some(id) if id == self.id => Route::Local,
+            Some(id) => match m.membership_config.membership().get_node(&id) {
+                Some(n) => Route::Forward(LeaderInfo {
+                    id,
+                    addr: n.addr.clone(),
+                }),
+                None => Route::NoLeader,
+            },
+            None => Route::NoLeader,
+        }
     }
 
     /// True while this node believes it leads (a proposal still confirms it through Raft).

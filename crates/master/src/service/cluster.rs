@@ -19,6 +19,7 @@ use super::is_forwarded;
 use super::leader_channel;
 use super::write_status;
 use crate::node::Node;
+use crate::node::Route;
 use crate::node::query_peer;
 use crate::write::classify_write_error;
 
@@ -40,7 +41,7 @@ impl ClusterApi {
         &self,
         forwarded: bool,
     ) -> Result<ClusterServiceClient<tonic::transport::Channel>, Status> {
-        let (_, ch) = leader_channel(&self.node, forwarded)?;
+        let (_, ch) = leader_channel(&self.node, self.node.route(), forwarded)?;
         Ok(ClusterServiceClient::new(ch))
     }
 
@@ -148,7 +149,7 @@ impl ClusterService for ClusterApi {
             return Err(Status::invalid_argument("id: must be at least 1"));
         }
         check_addr(&msg.addr)?;
-        if !self.node.is_leader() {
+        if !matches!(self.node.route(), Route::Local) {
             return self
                 .leader_client(forwarded)
                 .await?
@@ -195,7 +196,7 @@ impl ClusterService for ClusterApi {
     ) -> Result<Response<v1::ClusterStatus>, Status> {
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
-        if !self.node.is_leader() {
+        if !matches!(self.node.route(), Route::Local) {
             return self
                 .leader_client(forwarded)
                 .await?
@@ -237,7 +238,7 @@ impl ClusterService for ClusterApi {
     ) -> Result<Response<v1::ClusterStatus>, Status> {
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
-        if !self.node.is_leader() {
+        if !matches!(self.node.route(), Route::Local) {
             return self
                 .leader_client(forwarded)
                 .await?

@@ -8,8 +8,12 @@
 pub mod cluster;
 pub mod task;
 
+use std::future::Future;
+use std::time::Duration;
+use std::time::Instant;
 use taurus_core::Rejection;
 use taurus_core::error::RejectKind;
+
 use tonic::Request;
 use tonic::Status;
 use tonic::transport::Channel;
@@ -17,6 +21,7 @@ use tonic::transport::Channel;
 use crate::node::LeaderInfo;
 use crate::node::Node;
 use crate::node::ReadError;
+use crate::node::Route;
 use crate::write::WriteError;
 
 /// Marks a request a follower forwarded to the leader; the value is the follower's id.
@@ -50,22 +55,78 @@ pub fn is_forwarded<T>(req: &Request<T>) -> bool {
     req.metadata().contains_key(FORWARDED_HEADER)
 }
 
-/// Where a write this node cannot take should go: the leader's channel, or `UNAVAILABLE`.
-pub fn leader_channel(node: &Node, already_forwarded: bool) -> Result<(LeaderInfo, Channel), Status> {
+/// The leader's channel for a write this node will not propose itself, or `UNAVAILABLE`.
+/// A request that was already forwarded once is never forwarded again.
+pub fn leader_channel(
+    node: &Node,
+    route: Route,
+    already_forwarded: bool,
+) -> Result<(LeaderInfo, Channel), Status> {
     if already_forwarded {
         return Err(Status::unavailable(format!(
             "master {} is no longer the leader; retry",
             node.id
         )));
     }
-    let leader = node
-        .leader()
-        .ok_or_else(|| Status::unavailable("no leader elected yet; retry"))?;
-    if leader.id == node.id {
-        return Err(Status::unavailable("leadership is changing; retry"));
+    match route {
+        Route::Forward(leader) => {
+            let ch = node.channels.get(&leader.addr).map_err(Status::unavailable)?;
+            Ok((leader, ch))
+        }
+        Route::NoLeader => Err(Status::unavailable("no leader elected yet; retry")),
+        Route::Local => Err(Status::unavailable("leadership is changing; retry")),
     }
-    let ch = node.channels.get(&leader.addr).map_err(Status::unavailable)?;
-    Ok((leader, ch))
+}
+
+/// How long a write waits on this master for leadership to settle (an election in progress, a
+/// just-elected leader not yet accepting proposals) before the caller gets `UNAVAILABLE`.
+pub const LEADER_SETTLE: Duration = Duration::from_secs(1);
+const SETTLE_POLL: Duration = Duration::from_millis(20);
+
+/// One try of a write on this master.
+pub enum Attempt<T> {
+    Done(Result<T, Status>),
+    /// Raft refused it before appending: this master does not lead (any more, or yet).
+    NotLeader,
+}
+
+/// Runs a write where it belongs: `local` when this master leads, `forward` (once) when another
+/// does. While leadership is unsettled it waits up to [`LEADER_SETTLE`], re-deciding each time.
+pub async fn on_leader<T, L, LF, F, FF>(
+    node: &Node,
+    forwarded: bool,
+    mut local: L,
+    forward: F,
+) -> Result<T, Status>
+where
+    L: FnMut() -> LF,
+    LF: Future<Output = Attempt<T>>,
+    F: FnOnce(Channel) -> FF,
+    FF: Future<Output = Result<T, Status>>,
+{
+    let deadline = Instant::now() + LEADER_SETTLE;
+    let mut forward = Some(forward);
+    loop {
+        match node.route() {
+            Route::Local => match local().await {
+                Attempt::Done(r) => return r,
+                Attempt::NotLeader => {}
+            },
+            Route::Forward(leader) if !forwarded => {
+                if let (Some(fwd), Ok(ch)) = (forward.take(), node.channels.get(&leader.addr)) {
+                    return fwd(ch).await;
+                }
+            }
+            Route::Forward(_) | Route::NoLeader => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(Status::unavailable(format!(
+                "master {} has no usable leader within {LEADER_SETTLE:?} (election in progress?); retry",
+                node.id
+            )));
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
 }
 
 /// Wraps `msg` for forwarding from `node` to the leader.

@@ -18,9 +18,10 @@ use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
+use super::Attempt;
 use super::forward_request;
 use super::is_forwarded;
-use super::leader_channel;
+use super::on_leader;
 use super::read_status;
 use super::rejection_status;
 use super::write_status;
@@ -58,27 +59,6 @@ impl TaskApi {
         let applied = self.node.read_barrier().await.map_err(read_status)?;
         Ok(self.read_info(applied, false))
     }
-
-    async fn forward_submit(
-        &self,
-        msg: v1::SubmitTasksRequest,
-        forwarded: bool,
-    ) -> Result<Response<v1::SubmitTasksResponse>, Status> {
-        let (_, ch) = leader_channel(&self.node, forwarded)?;
-        let mut client = TaskServiceClient::new(ch).max_decoding_message_size(64 << 20);
-        client.submit_tasks(forward_request(&self.node, msg)).await
-    }
-
-    async fn forward_cancel(
-        &self,
-        msg: v1::CancelTaskRequest,
-        forwarded: bool,
-    ) -> Result<Response<v1::CancelTaskResponse>, Status> {
-        let (_, ch) = leader_channel(&self.node, forwarded)?;
-        TaskServiceClient::new(ch)
-            .cancel_task(forward_request(&self.node, msg))
-            .await
-    }
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchTaskEvent, Status>> + Send>>;
@@ -96,29 +76,43 @@ impl TaskService for TaskApi {
         for t in msg.tasks.iter_mut().filter(|t| t.id.is_empty()) {
             t.id = uuid::Uuid::now_v7().to_string();
         }
-        if !self.node.is_leader() {
-            return self.forward_submit(msg, forwarded).await;
-        }
         let specs: Vec<TaskSpec> = msg.tasks.iter().cloned().map(TaskSpec::from).collect();
         validate::validate_request(&specs).map_err(rejection_status)?;
-        match self.node.batcher.submit(specs).await {
-            Ok((Ok(results), index)) => Ok(Response::new(v1::SubmitTasksResponse {
-                results: results
-                    .into_iter()
-                    .map(|s| v1::SubmitResult {
-                        id: s.id,
-                        created: s.created,
-                        state: v1::TaskState::from(s.state) as i32,
-                        log_index: s.log_index,
-                    })
-                    .collect(),
-                log_index: index,
-            })),
-            Ok((Err(rejection), _)) => Err(rejection_status(rejection)),
-            // Refused before it was appended: the leader moved; hand it over.
-            Err(WriteError::NotLeader { .. }) => self.forward_submit(msg, forwarded).await,
-            Err(e) => Err(write_status(e)),
-        }
+        let mut specs = Some(specs);
+        let node = &self.node;
+        let local = || {
+            let specs = specs
+                .take()
+                .unwrap_or_else(|| msg.tasks.iter().cloned().map(TaskSpec::from).collect());
+            async move {
+                match node.batcher.submit(specs).await {
+                    Ok((Ok(results), index)) => Attempt::Done(Ok(Response::new(v1::SubmitTasksResponse {
+                        results: results
+                            .into_iter()
+                            .map(|s| v1::SubmitResult {
+                                id: s.id,
+                                created: s.created,
+                                state: v1::TaskState::from(s.state) as i32,
+                                log_index: s.log_index,
+                            })
+                            .collect(),
+                        log_index: index,
+                    }))),
+                    Ok((Err(rejection), _)) => Attempt::Done(Err(rejection_status(rejection))),
+                    // Refused before it was appended: safe to try again where the leader is.
+                    Err(WriteError::NotLeader { .. }) => Attempt::NotLeader,
+                    Err(e) => Attempt::Done(Err(write_status(e))),
+                }
+            }
+        };
+        let msg_ref = &msg;
+        let forward = |ch| async move {
+            TaskServiceClient::new(ch)
+                .max_decoding_message_size(64 << 20)
+                .submit_tasks(forward_request(&self.node, msg_ref.clone()))
+                .await
+        };
+        on_leader(&self.node, forwarded, local, forward).await
     }
 
     async fn get_task(
@@ -200,32 +194,41 @@ impl TaskService for TaskApi {
                 validate::MAX_REASON_LEN
             )));
         }
-        if !self.node.is_leader() {
-            return self.forward_cancel(msg, forwarded).await;
-        }
-        let cmd = Command::CancelTask {
-            id: msg.id.clone(),
-            reason: msg.reason.clone(),
-            now_ms: now_ms(),
+        let node = &self.node;
+        let local = || {
+            let cmd = Command::CancelTask {
+                id: msg.id.clone(),
+                reason: msg.reason.clone(),
+                now_ms: now_ms(),
+            };
+            async move {
+                match node.raft.client_write(cmd).await {
+                    Ok(resp) => Attempt::Done(match resp.data {
+                        CoreResponse::Cancel(Ok(c)) => Ok(Response::new(v1::CancelTaskResponse {
+                            id: c.id,
+                            cancelled: c.cancelled,
+                            state: v1::TaskState::from(c.state) as i32,
+                            log_index: c.log_index,
+                        })),
+                        CoreResponse::Cancel(Err(r)) => Err(rejection_status(r)),
+                        other => Err(Status::internal(format!(
+                            "unexpected state machine response {other:?}"
+                        ))),
+                    }),
+                    Err(e) => match classify_write_error(e) {
+                        WriteError::NotLeader { .. } => Attempt::NotLeader,
+                        other => Attempt::Done(Err(write_status(other))),
+                    },
+                }
+            }
         };
-        match self.node.raft.client_write(cmd).await {
-            Ok(resp) => match resp.data {
-                CoreResponse::Cancel(Ok(c)) => Ok(Response::new(v1::CancelTaskResponse {
-                    id: c.id,
-                    cancelled: c.cancelled,
-                    state: v1::TaskState::from(c.state) as i32,
-                    log_index: c.log_index,
-                })),
-                CoreResponse::Cancel(Err(r)) => Err(rejection_status(r)),
-                other => Err(Status::internal(format!(
-                    "unexpected state machine response {other:?}"
-                ))),
-            },
-            Err(e) => match classify_write_error(e) {
-                WriteError::NotLeader { .. } => self.forward_cancel(msg, forwarded).await,
-                other => Err(write_status(other)),
-            },
-        }
+        let msg_ref = &msg;
+        let forward = |ch| async move {
+            TaskServiceClient::new(ch)
+                .cancel_task(forward_request(&self.node, msg_ref.clone()))
+                .await
+        };
+        on_leader(&self.node, forwarded, local, forward).await
     }
 
     type WatchTaskStream = WatchStream;

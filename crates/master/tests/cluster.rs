@@ -106,6 +106,16 @@ impl Cluster {
         );
     }
 
+    /// Starts a master that is not part of the initial cluster (it never forms one: its id is not
+    /// the lowest); it waits to be added with `AddMaster`.
+    async fn start_extra(&mut self, id: u64) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr = l.local_addr().expect("local addr").to_string();
+        self.peers.insert(id, addr.clone());
+        self.spawn(id, l);
+        addr
+    }
+
     async fn stop(&mut self, id: u64) {
         let m = self.masters.get_mut(&id).expect("known master");
         if let Some(tx) = m.stop.take() {
@@ -585,4 +595,78 @@ async fn lagging_master_catches_up_from_a_snapshot() {
     );
     // Linearizable reads work on it again.
     assert!(get(&mut cluster.tasks(lagging), "s040", false).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn masters_are_added_promoted_removed_and_leadership_transferred_at_run_time() {
+    let mut cluster = Cluster::start(3, tuning()).await;
+    let leader = cluster.leader_seen_by(1, |_| true).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster
+        .tasks(leader)
+        .submit_tasks(submit_req(vec![spec("m1", &[])]))
+        .await
+        .expect("write before the change");
+
+    // Add master 4 through a follower (forwarded to the leader): learner, catch up, promote.
+    let addr = cluster.start_extra(4).await;
+    let status = cluster
+        .cluster_api(follower)
+        .add_master(v1::AddMasterRequest { id: 4, addr })
+        .await
+        .expect("add master 4")
+        .into_inner();
+    let m4 = status.members.iter().find(|m| m.id == 4).expect("4 is a member");
+    assert!(m4.voter, "master 4 was promoted to voter: {m4:?}");
+    // It has the data written before it joined.
+    eventually("master 4 has the earlier task", || async {
+        get(&mut cluster.tasks(4), "m1", true).await.ok()
+    })
+    .await;
+    let err = cluster
+        .cluster_api(leader)
+        .add_master(v1::AddMasterRequest {
+            id: 4,
+            addr: cluster.peers[&4].clone(),
+        })
+        .await
+        .expect_err("already a voter");
+    assert_eq!(err.code(), Code::AlreadyExists);
+
+    // Hand leadership to the newcomer.
+    let status = cluster
+        .cluster_api(follower)
+        .transfer_leader(v1::TransferLeaderRequest { to: 4 })
+        .await
+        .expect("transfer")
+        .into_inner();
+    assert_eq!(status.leader, 4);
+    assert_eq!(cluster.leader_seen_by(follower, |l| l == 4).await, 4);
+
+    // Remove one of the original masters; the cluster keeps accepting writes.
+    let removed = (1..=3).find(|id| *id != follower).expect("another original");
+    let status = cluster
+        .cluster_api(follower)
+        .remove_master(v1::RemoveMasterRequest { id: removed })
+        .await
+        .expect("remove")
+        .into_inner();
+    assert!(
+        status.members.iter().all(|m| m.id != removed),
+        "removed master still listed: {status:?}"
+    );
+    cluster.stop(removed).await;
+    let r = cluster
+        .tasks(follower)
+        .submit_tasks(submit_req(vec![spec("m2", &[])]))
+        .await
+        .expect("write after the change")
+        .into_inner();
+    assert!(r.results[0].created);
+    for id in [follower, 4] {
+        assert!(
+            get(&mut cluster.tasks(id), "m2", false).await.is_ok(),
+            "master {id} serves the new task"
+        );
+    }
 }

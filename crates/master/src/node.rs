@@ -31,7 +31,6 @@ use taurus_store::network::MAX_MESSAGE_BYTES;
 use taurus_store::network::NetworkFactory;
 use taurus_store::network::RaftServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::batcher::Batcher;
 use crate::config::MasterConfig;
@@ -254,7 +253,12 @@ pub async fn run_with_listener(
         )
         .add_service(TaskServiceServer::new(TaskApi::new(node.clone())).max_decoding_message_size(64 << 20))
         .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+        // Nagle off on accepted sockets too: the builder's `tcp_nodelay` only applies when tonic
+        // binds the listener itself, and small replies would otherwise wait ~40ms for delayed ACKs.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        );
 
     let formation = tokio::spawn(form_cluster_once(node.clone(), config.peers.clone()));
     let served = server.await;

@@ -16,13 +16,13 @@
 //! # Durability and write ordering
 //!
 //! Every write of the log store and of the state machine's snapshots goes to the same sled `Db`,
-//! issued in the order openraft calls us. sled's log is sequential and `flush_async` syncs the
+//! issued in the order openraft calls us. sled's log is sequential and a flush syncs the
 //! whole `Db`, so a flush makes every earlier write durable and no later write can become durable
 //! before an earlier one. That gives openraft's "all write IO is serialized" rule for free:
 //! - [`RaftLogStorage::save_vote`] flushes before it returns;
-//! - [`RaftLogStorage::append`] applies one atomic `Batch` (entries are readable when it returns),
-//!   then a spawned task flushes and only then reports the entries durable via the callback
-//!   (openraft tolerates out-of-order completion of these callbacks);
+//! - [`RaftLogStorage::append`] inserts the entries in index order (readable when it returns),
+//!   then hands openraft's callback to the group-commit [`crate::flusher::Flusher`], which reports
+//!   them durable only after an fsync that started after they were written;
 //! - `truncate_after` and `purge` are one atomic batch each, then flushed;
 //! - `save_committed` is written without its own flush: it becomes durable with the next flush
 //!   (next append / vote) or sled's background flusher (every 500 ms). A committed id that lags
@@ -404,12 +404,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        // Plain inserts in index order, not one `apply_batch`: sled 0.34's `apply_batch` takes its
+        // global concurrency-control lock exclusively, and `flush` holds that lock shared for the
+        // whole fsync, so a batch would stall RaftCore behind every in-progress flush. A crash
+        // before the flush callback can leave only a prefix of these entries (sled recovers its
+        // log in order), never a hole, and openraft treats unflushed entries as not durable.
         for entry in entries {
-            batch.insert(&entry.index().to_be_bytes(), codec::encode(&entry)?);
+            self.log
+                .insert(entry.index().to_be_bytes(), codec::encode(&entry)?)
+                .map_err(StoreError::from)?;
         }
-        // Atomic: all of the entries or none become visible (and, later, durable).
-        self.log.apply_batch(batch).map_err(StoreError::from)?;
         // Entries are readable now; the flusher reports them durable after a flush that started
         // after this batch was applied (group commit: one fsync for every append queued).
         self.flusher.flush_log(callback);

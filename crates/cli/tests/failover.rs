@@ -5,8 +5,8 @@
 //! - every acknowledged task is present on every master afterwards, including on the killed
 //!   one once it restarts from its data directory and catches up.
 //!
-//! The failover time (kill to first acknowledgement after it) is printed, never asserted: timing
-//! goals live in benchmarks.
+//! The failover cost (the longest gap between acknowledgements across the kill) is printed, never
+//! asserted: timing goals live in benchmarks.
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -252,16 +252,19 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_task() {
         "the client surfaced errors during failover: {failures:?}"
     );
     let acked = acked.lock().expect("lock").clone();
-    let first_after = acked
-        .iter()
-        .map(|(_, t)| *t)
-        .filter(|t| *t > killed_at)
-        .min()
-        .expect("acks after kill");
+    // The outage clients saw: the longest stretch without any acknowledgement that ends after
+    // the kill.
+    let mut times: Vec<Instant> = acked.iter().map(|(_, t)| *t).collect();
+    times.sort();
+    let gap = times
+        .windows(2)
+        .filter(|w| w[1] > killed_at)
+        .map(|w| w[1] - w[0])
+        .max()
+        .expect("acknowledgements after the kill");
     eprintln!(
-        "killed leader {leader}; new leader {new_leader}; first acknowledgement {:?} after the kill; \
-         slowest submit {max_latency:?}; {} tasks acknowledged",
-        first_after - killed_at,
+        "killed leader {leader}; new leader {new_leader}; longest acknowledgement gap across the kill \
+         {gap:?}; slowest submit {max_latency:?}; {} tasks acknowledged",
         acked.len()
     );
 

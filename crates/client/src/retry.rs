@@ -9,9 +9,10 @@ use tonic::Status;
 /// First back-off ceiling.
 pub const BACKOFF_START: Duration = Duration::from_millis(25);
 /// Largest back-off ceiling.
-pub const BACKOFF_CAP: Duration = Duration::from_secs(1);
+pub const BACKOFF_CAP: Duration = Duration::from_millis(250);
 
-/// The ceiling of the back-off before retry number `retry` (0-based): 25 ms doubling up to 1 s.
+/// The ceiling of the back-off before retry number `retry` (0-based): 25 ms doubling up to 250 ms
+/// (an election takes about half a second; a longer ceiling only overshoots it).
 pub fn backoff_ceiling(retry: u32) -> Duration {
     let factor = 1u32 << retry.min(16);
     BACKOFF_START.saturating_mul(factor).min(BACKOFF_CAP)
@@ -63,12 +64,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_from_25ms_and_stops_at_1s() {
+    fn backoff_doubles_from_25ms_and_stops_at_250ms() {
         assert_eq!(backoff_ceiling(0), Duration::from_millis(25));
         assert_eq!(backoff_ceiling(1), Duration::from_millis(50));
         assert_eq!(backoff_ceiling(3), Duration::from_millis(200));
-        assert_eq!(backoff_ceiling(5), Duration::from_millis(800));
-        assert_eq!(backoff_ceiling(6), BACKOFF_CAP);
+        assert_eq!(backoff_ceiling(4), BACKOFF_CAP);
         assert_eq!(backoff_ceiling(u32::MAX), BACKOFF_CAP);
     }
 

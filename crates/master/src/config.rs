@@ -82,8 +82,8 @@ impl Default for RaftTuning {
     fn default() -> Self {
         Self {
             heartbeat_interval: Duration::from_millis(50),
-            election_timeout_min: Duration::from_millis(200),
-            election_timeout_max: Duration::from_millis(400),
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
             snapshot_every_entries: 20_000,
             keep_log_entries: 5_000,
         }

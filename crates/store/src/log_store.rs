@@ -15,7 +15,7 @@
 //!
 //! # Durability and write ordering
 //!
-//! Every write of the log store and of the state machine's snapshots goes to the same sled `Db`,
+//! Every write of the log store goes to one sled `Db` (snapshots are a separate file),
 //! issued in the order openraft calls us. sled's log is sequential and a flush syncs the
 //! whole `Db`, so a flush makes every earlier write durable and no later write can become durable
 //! before an earlier one. That gives openraft's "all write IO is serialized" rule for free:
@@ -88,7 +88,7 @@ type Vote = VoteOf<TypeConfig>;
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let db = open_db(dir)?;
     let log = LogStore::new(&db, dir)?;
-    let sm = StateMachineStore::load(&db, dir)?;
+    let sm = StateMachineStore::load(dir)?;
     Ok((log, sm))
 }
 

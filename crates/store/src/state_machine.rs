@@ -1,4 +1,4 @@
-//! The Raft state machine: [`taurus_core::State`] in memory, snapshots in sled.
+//! The Raft state machine: [`taurus_core::State`] in memory, snapshots in a file beside sled.
 //!
 //! # Persistence model (deliberate)
 //!
@@ -8,11 +8,12 @@
 //!   id and the last applied membership. `apply()` updates all three under one write lock per
 //!   batch, so a reader never sees a state that disagrees with its applied id. The lock is never
 //!   held across an `.await`.
-//! - Durability comes from snapshots, stored in the sled tree `snapshot` under the keys `meta`
-//!   (MessagePack `SnapshotMeta`) and `data` (the snapshot bytes below). Both keys are written in
-//!   one atomic sled batch and flushed before `build_snapshot` / `install_snapshot` return, so a
-//!   half-written snapshot never survives a crash and an older snapshot is never written over a
-//!   newer one.
+//! - Durability comes from snapshots, stored in the file `snapshot.bin` in the data directory
+//!   (meta and data, length-framed). It is written to a temporary file, fsynced, renamed over the
+//!   old one and the directory fsynced before `build_snapshot` / `install_snapshot` return, so a
+//!   half-written snapshot never survives a crash (a torn file is detected by its lengths) and an
+//!   older snapshot is never written over a newer one. Not in sled: a large value written to sled
+//!   takes its global lock and stalls every Raft log write behind it (`docs/decisions.md` §7).
 //! - Between snapshots, the Raft log plus the persisted committed log id carry the state: on
 //!   start, [`crate::log_store::open`] loads the last snapshot into memory, and when the `Raft` is
 //!   created openraft re-applies the committed log after the snapshot
@@ -60,10 +61,6 @@ use crate::codec;
 use crate::error::StoreError;
 use crate::log_store::SCHEMA_VERSION;
 
-pub(crate) const TREE_SNAPSHOT: &str = "snapshot";
-const KEY_META: &str = "meta";
-const KEY_DATA: &str = "data";
-
 type LogId = LogIdOf<TypeConfig>;
 type StoredMembership = StoredMembershipOf<TypeConfig>;
 type SnapshotMeta = SnapshotMetaOf<TypeConfig>;
@@ -77,8 +74,6 @@ pub struct StateMachineStore {
 
 struct Inner {
     dir: PathBuf,
-    db: sled::Db,
-    snapshots: sled::Tree,
     applied: RwLock<Applied>,
     /// The applied log index, published after every applied batch and snapshot install.
     applied_tx: watch::Sender<u64>,
@@ -132,12 +127,11 @@ fn decode_image(data: &[u8]) -> Result<State, StoreError> {
 impl StateMachineStore {
     /// Opens the state machine on an already opened (and schema-checked) database, loading the
     /// last persisted snapshot (if any) into memory.
-    pub fn load(db: &sled::Db, dir: &Path) -> Result<Self, StoreError> {
-        let snapshots = db.open_tree(TREE_SNAPSHOT)?;
+    pub fn load(dir: &Path) -> Result<Self, StoreError> {
         let mut applied = Applied::default();
-        if let Some(snap) = read_snapshot(&snapshots, dir)? {
+        if let Some(snap) = read_snapshot_file(dir, true)? {
             let state = decode_image(&snap.snapshot)
-                .map_err(|e| StoreError::corrupt(dir, TREE_SNAPSHOT, KEY_DATA, e))?;
+                .map_err(|e| StoreError::corrupt(dir, SNAPSHOT_FILE, "data", e))?;
             tracing::info!(dir = %dir.display(), last = ?snap.meta.last_log_id, tasks = state.len(), "loaded snapshot");
             applied = Applied {
                 state,
@@ -149,8 +143,6 @@ impl StateMachineStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
-                db: db.clone(),
-                snapshots,
                 applied: RwLock::new(applied),
                 applied_tx,
                 snapshot_write: Mutex::new(()),
@@ -188,11 +180,12 @@ impl StateMachineStore {
 
     /// The persisted snapshot, if any.
     pub fn current_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
-        read_snapshot(&self.inner.snapshots, &self.inner.dir)
+        read_snapshot_file(&self.inner.dir, true)
     }
 
-    /// Writes a snapshot (meta and data in one atomic batch). Unless `force`, a snapshot older
-    /// than the stored one is not written. Returns whether it was written. Does not flush.
+    /// Writes a snapshot file crash-safely (temporary file, fsync, rename, fsync of the
+    /// directory). Unless `force`, a snapshot older than the stored one is not written. Returns
+    /// whether it was written. Blocking: call from a blocking thread.
     fn persist_snapshot(&self, meta: &SnapshotMeta, data: &[u8], force: bool) -> Result<bool, StoreError> {
         let meta_bytes = codec::encode(meta)?;
         let _guard = self
@@ -201,75 +194,127 @@ impl StateMachineStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if !force
-            && let Some(stored) = read_meta(&self.inner.snapshots, &self.inner.dir)?
-            && stored.last_log_id > meta.last_log_id
+            && let Some(stored) = read_snapshot_file(&self.inner.dir, false)?
+            && stored.meta.last_log_id > meta.last_log_id
         {
             return Ok(false);
         }
-        let mut batch = sled::Batch::default();
-        batch.insert(KEY_META, meta_bytes);
-        batch.insert(KEY_DATA, data);
-        self.inner.snapshots.apply_batch(batch)?;
+        write_snapshot_file(&self.inner.dir, &meta_bytes, data)?;
         Ok(true)
     }
 
-    /// Serializes the current state and its meta under one read lock (a consistent view).
-    fn capture(&self) -> Result<(SnapshotMeta, Vec<u8>), io::Error> {
+    /// A consistent view for a snapshot: the meta and an O(1) clone of the state (persistent
+    /// collections), taken under the read lock and released at once.
+    fn capture(&self) -> Result<(SnapshotMeta, State), io::Error> {
         let applied = self.inner.applied.read().map_err(|_| poisoned())?;
         let meta = SnapshotMeta {
             last_log_id: applied.last_applied,
             last_membership: applied.membership.clone(),
         };
-        let data = codec::encode(&SnapshotImageRef {
-            schema: SCHEMA_VERSION,
-            state: applied.state.image(),
-        })?;
-        Ok((meta, data))
+        Ok((meta, applied.state.clone()))
     }
 }
 
-fn read_meta(tree: &sled::Tree, dir: &Path) -> Result<Option<SnapshotMeta>, StoreError> {
-    match tree.get(KEY_META)? {
-        None => Ok(None),
-        Some(v) => codec::decode(&v)
-            .map(Some)
-            .map_err(|e| StoreError::corrupt(dir, TREE_SNAPSHOT, KEY_META, e)),
-    }
+/// The snapshot file's name in the data directory.
+pub const SNAPSHOT_FILE: &str = "snapshot.bin";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"TAURSNP1";
+
+/// Layout: magic (8 bytes), meta length (u32 BE), meta (MessagePack `SnapshotMeta`), data length
+/// (u64 BE), data. Lengths must account for the whole file: a torn file is detected.
+fn write_snapshot_file(dir: &Path, meta: &[u8], data: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let durability = |what: &'static str| {
+        let dir = dir.to_path_buf();
+        move |source| StoreError::Durability { what, dir, source }
+    };
+    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+    let meta_len =
+        u32::try_from(meta.len()).map_err(|_| StoreError::Snapshot("snapshot meta too large".into()))?;
+    let mut f = std::fs::File::create(&tmp).map_err(durability("cannot create the snapshot file"))?;
+    let mut w = std::io::BufWriter::new(&mut f);
+    w.write_all(SNAPSHOT_MAGIC)
+        .and_then(|_| w.write_all(&meta_len.to_be_bytes()))
+        .and_then(|_| w.write_all(meta))
+        .and_then(|_| w.write_all(&(data.len() as u64).to_be_bytes()))
+        .and_then(|_| w.write_all(data))
+        .and_then(|_| w.flush())
+        .map_err(durability("cannot write the snapshot file"))?;
+    drop(w);
+    f.sync_all()
+        .map_err(durability("cannot sync the snapshot file"))?;
+    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(durability("cannot install the snapshot file"))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(durability("cannot sync the data directory"))?;
+    Ok(())
 }
 
-fn read_snapshot(tree: &sled::Tree, dir: &Path) -> Result<Option<Snapshot>, StoreError> {
-    let meta = read_meta(tree, dir)?;
-    let data = tree.get(KEY_DATA)?;
-    match (meta, data) {
-        (None, None) => Ok(None),
-        (Some(meta), Some(data)) => Ok(Some(Snapshot {
-            meta,
-            snapshot: data.to_vec(),
-        })),
-        (Some(_), None) => Err(StoreError::corrupt(
-            dir,
-            TREE_SNAPSHOT,
-            KEY_DATA,
-            "missing while meta exists",
-        )),
-        (None, Some(_)) => Err(StoreError::corrupt(
-            dir,
-            TREE_SNAPSHOT,
-            KEY_META,
-            "missing while data exists",
-        )),
+/// Reads the snapshot file: `None` when there is none. With `with_data = false` only the meta
+/// is returned (the data is left empty).
+fn read_snapshot_file(dir: &Path, with_data: bool) -> Result<Option<Snapshot>, StoreError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StoreError::Durability {
+                what: "cannot read the snapshot file",
+                dir: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let corrupt = |reason: &str| StoreError::corrupt(dir, SNAPSHOT_FILE, "header", reason.to_string());
+    if bytes.len() < 12 || &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt("not a Taurus snapshot file (bad magic or too short)"));
     }
+    let meta_len = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    let meta_end = 12usize
+        .checked_add(meta_len)
+        .filter(|e| e + 8 <= bytes.len())
+        .ok_or_else(|| corrupt("truncated meta"))?;
+    let meta: SnapshotMeta = codec::decode(&bytes[12..meta_end])
+        .map_err(|e| StoreError::corrupt(dir, SNAPSHOT_FILE, "meta", e))?;
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[meta_end..meta_end + 8]);
+    let data_len = u64::from_be_bytes(len) as usize;
+    if meta_end + 8 + data_len != bytes.len() {
+        return Err(StoreError::corrupt(
+            dir,
+            SNAPSHOT_FILE,
+            "data",
+            "length does not match the file (torn write?)",
+        ));
+    }
+    let snapshot = if with_data {
+        bytes[meta_end + 8..].to_vec()
+    } else {
+        Vec::new()
+    };
+    Ok(Some(Snapshot { meta, snapshot }))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let (meta, data) = self.capture()?;
-        let written = self.persist_snapshot(&meta, &data, false)?;
-        flush_blocking(&self.inner.db).await?;
-        tracing::info!(last = ?meta.last_log_id, bytes = data.len(), written, "built snapshot");
-        Ok(Snapshot { meta, snapshot: data })
+        let (meta, state) = self.capture()?;
+        // Encoding a large state takes a while: do it, and the sled write and fsync, on a blocking
+        // thread so neither apply nor the async runtime (heartbeats!) waits for it.
+        let this = self.clone();
+        let (snapshot, written) =
+            tokio::task::spawn_blocking(move || -> Result<(Snapshot, bool), io::Error> {
+                let data = codec::encode(&SnapshotImageRef {
+                    schema: SCHEMA_VERSION,
+                    state: state.image(),
+                })?;
+                let written = this.persist_snapshot(&meta, &data, false)?;
+                Ok((Snapshot { meta, snapshot: data }, written))
+            })
+            .await
+            .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))??;
+        tracing::info!(last = ?snapshot.meta.last_log_id, bytes = snapshot.snapshot.len(), written, "built snapshot");
+        Ok(snapshot)
     }
 }
 
@@ -336,9 +381,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
-        let state = decode_image(&snapshot)?;
-        self.persist_snapshot(meta, &snapshot, true)?;
-        flush_blocking(&self.inner.db).await?;
+        // Decoding, writing and syncing a large snapshot happen on a blocking thread.
+        let this = self.clone();
+        let meta_owned = meta.clone();
+        let (state, snapshot) =
+            tokio::task::spawn_blocking(move || -> Result<(State, Vec<u8>), io::Error> {
+                let state = decode_image(&snapshot)?;
+                this.persist_snapshot(&meta_owned, &snapshot, true)?;
+                Ok((state, snapshot))
+            })
+            .await
+            .map_err(|e| io::Error::other(format!("snapshot install task failed: {e}")))??;
         let applied_index = {
             let mut applied = self.inner.applied.write().map_err(|_| poisoned())?;
             *applied = Applied {
@@ -355,15 +408,5 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         Ok(self.current_snapshot()?)
-    }
-}
-
-/// A synchronous sled flush on a blocking thread (never sled's own I/O pool: see
-/// `crate::flusher` for the deadlock that causes).
-async fn flush_blocking(db: &sled::Db) -> Result<(), StoreError> {
-    let db = db.clone();
-    match tokio::task::spawn_blocking(move || db.flush()).await {
-        Ok(r) => r.map(|_| ()).map_err(StoreError::from),
-        Err(e) => Err(StoreError::Snapshot(format!("flush task failed: {e}"))),
     }
 }

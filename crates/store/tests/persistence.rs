@@ -497,27 +497,25 @@ fn corrupt_values_are_errors_not_panics() {
         assert!(err.to_string().contains("vote"), "{err}");
         drop((log, sm));
 
-        // A corrupt snapshot makes open fail with a clear error.
-        {
-            let db = raw_db(dir.path());
-            db.open_tree("snapshot")
-                .unwrap()
-                .insert("data", b"nope".as_slice())
-                .unwrap();
-            db.flush().unwrap();
-        }
+        // A corrupt snapshot file makes open fail with a clear error naming it.
+        let snap = dir.path().join(taurus_store::state_machine::SNAPSHOT_FILE);
+        let good = std::fs::read(&snap).expect("a snapshot file was written above");
+        std::fs::write(&snap, b"nope").unwrap();
         let err = open(dir.path()).err().expect("corrupt snapshot must fail open");
         assert!(
-            matches!(err, StoreError::Corrupt { tree: "snapshot", .. }),
+            matches!(
+                err,
+                StoreError::Corrupt {
+                    tree: "snapshot.bin",
+                    ..
+                }
+            ),
             "{err:?}"
         );
-        {
-            let db = raw_db(dir.path());
-            db.open_tree("snapshot").unwrap().remove("data").unwrap();
-            db.flush().unwrap();
-        }
+        // A torn write (the file cut short) is detected too.
+        std::fs::write(&snap, &good[..good.len() - 1]).unwrap();
         let err = open(dir.path()).err().expect("half a snapshot must fail open");
-        assert!(err.to_string().contains("missing while meta exists"), "{err}");
+        assert!(err.to_string().contains("torn write"), "{err}");
     });
 }
 

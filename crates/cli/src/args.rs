@@ -213,9 +213,13 @@ pub struct BenchSubmitArgs {
     /// Concurrent submitters.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
-    /// Tasks per SubmitTasks request.
+    /// Tasks per submit request.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch: u32,
+    /// Send every request as its own SubmitTasks RPC instead of letting the client library
+    /// coalesce concurrent requests into shared RPCs.
+    #[arg(long)]
+    pub no_coalesce: bool,
 }
 
 #[derive(Debug, Args)]

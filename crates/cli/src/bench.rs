@@ -71,6 +71,9 @@ struct BenchReport {
     acknowledged: u64,
     concurrency: u32,
     batch: u32,
+    /// Whether the client library coalesced concurrent requests into shared RPCs.
+    coalesce: bool,
+    /// Submit requests acknowledged (one per worker call; RPCs on the wire when not coalescing).
     rpcs: u64,
     errors: u64,
     elapsed_s: f64,
@@ -116,13 +119,14 @@ async fn submit(args: BenchSubmitArgs, ctx: &Context) -> anyhow::Result<ExitCode
     };
 
     let started = Instant::now();
+    let coalesce = !args.no_coalesce;
     let mut workers = Vec::with_capacity(args.concurrency as usize);
     for _ in 0..args.concurrency {
         let (client, queue, abort, progress) =
             (client.clone(), queue.clone(), abort.clone(), progress.clone());
         let mut histogram = new_histogram()?;
         workers.push(tokio::spawn(async move {
-            let report = worker(client, queue, abort, progress, &mut histogram).await;
+            let report = worker(client, queue, abort, progress, coalesce, &mut histogram).await;
             (report, histogram)
         }));
     }
@@ -148,6 +152,7 @@ async fn submit(args: BenchSubmitArgs, ctx: &Context) -> anyhow::Result<ExitCode
         acknowledged: total.acknowledged,
         concurrency: args.concurrency,
         batch: args.batch,
+        coalesce: !args.no_coalesce,
         rpcs: total.rpcs,
         errors: total.errors,
         elapsed_s: elapsed.as_secs_f64(),
@@ -182,6 +187,7 @@ async fn worker(
     queue: Arc<Mutex<Vec<v1::SubmitTasksRequest>>>,
     abort: Arc<AtomicBool>,
     progress: ProgressBar,
+    coalesce: bool,
     histogram: &mut Histogram<u64>,
 ) -> WorkerReport {
     let mut report = WorkerReport::default();
@@ -191,7 +197,12 @@ async fn worker(
             break;
         };
         let sent = Instant::now();
-        match client.submit_request(&request).await {
+        let result = if coalesce {
+            client.submit_request(&request).await
+        } else {
+            client.submit_direct(&request).await
+        };
+        match result {
             Ok(response) => {
                 let micros = sent.elapsed().as_micros().max(1) as u64;
                 histogram.saturating_record(micros);
@@ -217,20 +228,25 @@ async fn worker(
 fn print_report(r: &BenchReport, elapsed: Duration) {
     let leader = r.leader.map_or("unknown".to_string(), |l| format!("master {l}"));
     println!(
-        "submitted {} of {} tasks in {:.2}s (concurrency {}, batch {}, leader {leader})",
+        "submitted {} of {} tasks in {:.2}s (concurrency {}, batch {}, {}, leader {leader})",
         r.acknowledged,
         r.tasks,
         elapsed.as_secs_f64(),
         r.concurrency,
-        r.batch
+        r.batch,
+        if r.coalesce {
+            "coalesced"
+        } else {
+            "one RPC per request"
+        }
     );
     println!(
-        "throughput: {:.0} tasks/s, {:.0} RPCs/s",
+        "throughput: {:.0} tasks/s, {:.0} requests/s",
         r.tasks_per_s, r.rpcs_per_s
     );
     let l = &r.latency_ms;
     println!(
-        "latency per RPC: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "latency per request: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         l.p50, l.p90, l.p99, l.max
     );
     println!("errors: {}", r.errors);

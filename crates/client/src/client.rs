@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,6 +13,8 @@ use taurus_core::TaskState;
 use taurus_protocol::v1;
 use taurus_protocol::v1::cluster_service_client::ClusterServiceClient;
 use taurus_protocol::v1::task_service_client::TaskServiceClient;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tonic::Status;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
@@ -37,10 +40,12 @@ pub struct Client {
     attempt_timeout: Duration,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     masters: Vec<Master>,
     /// Index of the master calls start with: the last one that answered.
     current: AtomicUsize,
+    /// Where `submit` queues requests for coalescing; the task starts on first use.
+    coalescer: OnceLock<mpsc::Sender<crate::coalesce::Pending>>,
 }
 
 struct Master {
@@ -96,10 +101,19 @@ impl Client {
             inner: Arc::new(Inner {
                 masters: built,
                 current: AtomicUsize::new(0),
+                coalescer: OnceLock::new(),
             }),
             deadline: DEFAULT_DEADLINE,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
         })
+    }
+
+    pub(crate) fn from_parts(inner: Arc<Inner>, deadline: Duration, attempt_timeout: Duration) -> Self {
+        Self {
+            inner,
+            deadline,
+            attempt_timeout,
+        }
     }
 
     /// Sets the overall deadline of each call, retries included (default 10 s).
@@ -209,7 +223,7 @@ impl Client {
         }
     }
 
-    async fn call<T, F, Fut>(&self, op: &'static str, attempt: F) -> Result<T, ClientError>
+    pub(crate) async fn call<T, F, Fut>(&self, op: &'static str, attempt: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -260,7 +274,37 @@ impl Client {
     /// Like [`Client::submit`] for a request built in advance (as the benchmark does); the
     /// request stays with the caller, so it can be sent again. Ids must already be filled in
     /// ([`fill_missing_ids`]); a task without one gets a fresh UUIDv7 that the caller never sees.
+    ///
+    /// Concurrent submits through clones of one client are coalesced into shared RPCs
+    /// (`crate::coalesce`); each keeps its own atomicity and result.
     pub async fn submit_request(
+        &self,
+        request: &v1::SubmitTasksRequest,
+    ) -> Result<v1::SubmitTasksResponse, ClientError> {
+        let mut request = request.clone();
+        fill_missing_ids(&mut request.tasks);
+        let tx = self
+            .inner
+            .coalescer
+            .get_or_init(|| crate::coalesce::start(Arc::downgrade(&self.inner)));
+        let (reply, rx) = oneshot::channel();
+        let pending = crate::coalesce::Pending {
+            request,
+            deadline: self.deadline,
+            attempt_timeout: self.attempt_timeout,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(p)) = tx.send(pending).await {
+            // The coalescer is gone (cannot happen while this client lives); send it directly.
+            return self.submit_direct(&p.request).await;
+        }
+        rx.await
+            .map_err(|_| ClientError::invalid_response("submit", "the submit coalescer stopped"))?
+    }
+
+    /// Sends one `SubmitTasks` RPC for exactly this request, without coalescing (with retries
+    /// across masters). Ids must be filled in.
+    pub async fn submit_direct(
         &self,
         request: &v1::SubmitTasksRequest,
     ) -> Result<v1::SubmitTasksResponse, ClientError> {

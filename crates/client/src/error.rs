@@ -5,7 +5,7 @@ use std::time::Duration;
 use tonic::Code;
 
 /// Everything a [`crate::Client`] call can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ClientError {
     /// `Client::new` was given no address.
     #[error("no master address given")]

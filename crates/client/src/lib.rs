@@ -15,6 +15,7 @@
 
 mod address;
 mod client;
+mod coalesce;
 mod error;
 mod retry;
 mod watch;

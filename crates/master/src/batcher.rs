@@ -27,9 +27,13 @@ use crate::write::classify_write_error;
 /// What one submitter gets back: its own result, and the index of the entry that carried it.
 pub type SubmitReply = Result<(Result<Vec<Submitted>, Rejection>, u64), WriteError>;
 
+/// What a group of requests gets back: one result per request, and the entry's index. A group
+/// always travels in one Raft entry, so either all of it was appended or none.
+pub type ManyReply = Result<(Vec<Result<Vec<Submitted>, Rejection>>, u64), WriteError>;
+
 struct Pending {
-    tasks: Vec<TaskSpec>,
-    reply: oneshot::Sender<SubmitReply>,
+    requests: Vec<Vec<TaskSpec>>,
+    reply: oneshot::Sender<ManyReply>,
 }
 
 /// Handle to the batching loop; cheap to clone.
@@ -48,9 +52,18 @@ impl Batcher {
 
     /// Proposes `tasks` as one atomic request, coalesced with whatever else is waiting.
     pub async fn submit(&self, tasks: Vec<TaskSpec>) -> SubmitReply {
+        let (mut results, index) = self.submit_many(vec![tasks]).await?;
+        match results.pop() {
+            Some(r) if results.is_empty() => Ok((r, index)),
+            _ => Err(WriteError::Internal("one result expected".into())),
+        }
+    }
+
+    /// Proposes several independent requests (each atomic on its own) in the same entry.
+    pub async fn submit_many(&self, requests: Vec<Vec<TaskSpec>>) -> ManyReply {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Pending { tasks, reply })
+            .send(Pending { requests, reply })
             .await
             .map_err(|_| WriteError::ShuttingDown)?;
         rx.await.map_err(|_| WriteError::ShuttingDown)?
@@ -72,12 +85,12 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_tasks: usize, slot
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let mut count = first.tasks.len();
+        let mut count = first.requests.iter().map(Vec::len).sum::<usize>();
         let mut batch = vec![first];
         while count < max_tasks {
             match rx.try_recv() {
                 Ok(p) => {
-                    count += p.tasks.len();
+                    count += p.requests.iter().map(Vec::len).sum::<usize>();
                     batch.push(p);
                 }
                 Err(_) => break,
@@ -95,9 +108,10 @@ async fn propose(raft: &Raft, batch: Vec<Pending>) {
     let mut replies = Vec::with_capacity(batch.len());
     let mut requests = Vec::with_capacity(batch.len());
     for p in batch {
-        replies.push(p.reply);
-        requests.push(SubmitRequest { tasks: p.tasks });
+        replies.push((p.reply, p.requests.len()));
+        requests.extend(p.requests.into_iter().map(|tasks| SubmitRequest { tasks }));
     }
+    let expected = requests.len();
     let cmd = Command::SubmitTasks {
         requests,
         now_ms: now_ms(),
@@ -106,14 +120,15 @@ async fn propose(raft: &Raft, batch: Vec<Pending>) {
         Ok(resp) => {
             let index = resp.log_id.index;
             match resp.data {
-                Response::Submit(results) if results.len() == replies.len() => {
-                    for (reply, result) in replies.into_iter().zip(results) {
-                        let _ = reply.send(Ok((result, index)));
+                Response::Submit(results) if results.len() == expected => {
+                    let mut results = results.into_iter();
+                    for (reply, n) in replies {
+                        let _ = reply.send(Ok((results.by_ref().take(n).collect(), index)));
                     }
                 }
                 other => {
                     tracing::error!(?other, "state machine answered a submit with the wrong response");
-                    for reply in replies {
+                    for (reply, _) in replies {
                         let _ = reply.send(Err(WriteError::Internal(
                             "unexpected state machine response".into(),
                         )));
@@ -123,7 +138,7 @@ async fn propose(raft: &Raft, batch: Vec<Pending>) {
         }
         Err(e) => {
             let err = classify_write_error(e);
-            for reply in replies {
+            for (reply, _) in replies {
                 let _ = reply.send(Err(err.clone()));
             }
         }

@@ -670,3 +670,91 @@ async fn masters_are_added_promoted_removed_and_leadership_transferred_at_run_ti
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn submit_many_keeps_each_request_atomic_and_separate() {
+    let cluster = Cluster::start(3, tuning()).await;
+    let leader = cluster.leader_seen_by(1, |_| true).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let mut empty = spec("bad-1", &[]);
+    empty.command.clear();
+    let requests = vec![
+        submit_req(vec![spec("a-1", &[]), spec("a-2", &["a-1"])]),
+        submit_req(vec![spec("bad-0", &[]), empty]),
+        submit_req(vec![spec("c-1", &["missing"])]),
+        submit_req(vec![spec("d-1", &["a-2"])]),
+    ];
+    // Through a follower: the whole call is forwarded, outcomes stay per request.
+    let resp = cluster
+        .tasks(follower)
+        .submit_many(v1::SubmitManyRequest { requests })
+        .await
+        .expect("submit many")
+        .into_inner();
+    let o = &resp.outcomes;
+    assert_eq!(o.len(), 4);
+    assert_eq!(o[0].code, Code::Ok as i32);
+    assert_eq!(o[1].code, Code::InvalidArgument as i32);
+    assert!(o[1].message.contains("tasks[1].command"), "{}", o[1].message);
+    assert_eq!(o[2].code, Code::InvalidArgument as i32);
+    assert!(
+        o[2].message.contains("tasks[0].depends_on[0]"),
+        "{}",
+        o[2].message
+    );
+    assert_eq!(
+        o[3].code,
+        Code::Ok as i32,
+        "a request may depend on an earlier one of the same call"
+    );
+    let a = o[0].response.as_ref().expect("response");
+    let d = o[3].response.as_ref().expect("response");
+    assert_eq!(a.results.len(), 2);
+    assert_eq!(
+        a.log_index, d.log_index,
+        "accepted requests travel in one Raft entry"
+    );
+    // The rejected requests left nothing behind, not even their valid tasks.
+    let err = get(&mut cluster.tasks(leader), "bad-0", false)
+        .await
+        .expect_err("atomic rejection");
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(get(&mut cluster.tasks(leader), "d-1", false).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_client_submits_are_coalesced_without_mixing_results() {
+    let cluster = Cluster::start(3, tuning()).await;
+    cluster.leader_seen_by(1, |_| true).await;
+    let client = taurus_client::Client::new(cluster.peers.values().cloned().collect()).expect("client");
+    let mut calls = Vec::new();
+    for i in 0..64 {
+        let client = client.clone();
+        calls.push(tokio::spawn(async move {
+            let mut tasks = vec![spec(&format!("k{i:02}-a"), &[]), spec(&format!("k{i:02}-b"), &[])];
+            if i == 7 {
+                tasks[1].command.clear(); // this caller's request alone is invalid
+            }
+            (i, client.submit(tasks).await)
+        }));
+    }
+    for call in calls {
+        let (i, result) = call.await.expect("task");
+        if i == 7 {
+            let err = result.expect_err("invalid request rejected");
+            assert_eq!(err.code(), Some(Code::InvalidArgument));
+            assert!(err.to_string().contains("tasks[1].command"), "{err}");
+        } else {
+            let r = result.unwrap_or_else(|e| panic!("caller {i}: {e}"));
+            let ids: Vec<&str> = r.results.iter().map(|x| x.id.as_str()).collect();
+            assert_eq!(
+                ids,
+                [format!("k{i:02}-a"), format!("k{i:02}-b")],
+                "caller {i} got its own results"
+            );
+            assert!(r.results.iter().all(|x| x.created));
+        }
+    }
+    let list = client.list_tasks(&[], 1000, "", false).await.expect("list");
+    assert_eq!(list.total, 63 * 2);
+}

@@ -30,6 +30,41 @@ use crate::node::Node;
 use crate::write::WriteError;
 use crate::write::classify_write_error;
 
+/// Most tasks in one `SubmitMany` call, all requests together.
+const MAX_MANY_TASKS: usize = 100_000;
+
+/// The reply to one accepted submit request.
+fn submit_response(results: Vec<taurus_core::command::Submitted>, index: u64) -> v1::SubmitTasksResponse {
+    v1::SubmitTasksResponse {
+        results: results
+            .into_iter()
+            .map(|s| v1::SubmitResult {
+                id: s.id,
+                created: s.created,
+                state: v1::TaskState::from(s.state) as i32,
+                log_index: s.log_index,
+            })
+            .collect(),
+        log_index: index,
+    }
+}
+
+/// One request's outcome inside a `SubmitMany` reply.
+fn outcome_of(result: Result<v1::SubmitTasksResponse, Status>) -> v1::SubmitOutcome {
+    match result {
+        Ok(response) => v1::SubmitOutcome {
+            code: 0,
+            message: String::new(),
+            response: Some(response),
+        },
+        Err(status) => v1::SubmitOutcome {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+            response: None,
+        },
+    }
+}
+
 /// Default and largest page of `ListTasks`.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -86,18 +121,9 @@ impl TaskService for TaskApi {
                 .unwrap_or_else(|| msg.tasks.iter().cloned().map(TaskSpec::from).collect());
             async move {
                 match node.batcher.submit(specs).await {
-                    Ok((Ok(results), index)) => Attempt::Done(Ok(Response::new(v1::SubmitTasksResponse {
-                        results: results
-                            .into_iter()
-                            .map(|s| v1::SubmitResult {
-                                id: s.id,
-                                created: s.created,
-                                state: v1::TaskState::from(s.state) as i32,
-                                log_index: s.log_index,
-                            })
-                            .collect(),
-                        log_index: index,
-                    }))),
+                    Ok((Ok(results), index)) => {
+                        Attempt::Done(Ok(Response::new(submit_response(results, index))))
+                    }
                     Ok((Err(rejection), _)) => Attempt::Done(Err(rejection_status(rejection))),
                     // Refused before it was appended: safe to try again where the leader is.
                     Err(WriteError::NotLeader { .. }) => Attempt::NotLeader,
@@ -110,6 +136,92 @@ impl TaskService for TaskApi {
             TaskServiceClient::new(ch)
                 .max_decoding_message_size(64 << 20)
                 .submit_tasks(forward_request(&self.node, msg_ref.clone()))
+                .await
+        };
+        on_leader(&self.node, forwarded, local, forward).await
+    }
+
+    async fn submit_many(
+        &self,
+        req: Request<v1::SubmitManyRequest>,
+    ) -> Result<Response<v1::SubmitManyResponse>, Status> {
+        let forwarded = is_forwarded(&req);
+        let mut msg = req.into_inner();
+        if msg.requests.is_empty() {
+            return Err(Status::invalid_argument(
+                "requests: must contain at least one request",
+            ));
+        }
+        let total: usize = msg.requests.iter().map(|r| r.tasks.len()).sum();
+        if total > MAX_MANY_TASKS {
+            return Err(Status::invalid_argument(format!(
+                "requests: more than {MAX_MANY_TASKS} tasks in all"
+            )));
+        }
+        for t in msg
+            .requests
+            .iter_mut()
+            .flat_map(|r| r.tasks.iter_mut())
+            .filter(|t| t.id.is_empty())
+        {
+            t.id = uuid::Uuid::now_v7().to_string();
+        }
+        // Invalid requests get their own error outcome; only valid ones are proposed.
+        let mut template: Vec<v1::SubmitOutcome> = Vec::with_capacity(msg.requests.len());
+        let mut valid: Vec<usize> = Vec::with_capacity(msg.requests.len());
+        let mut specs: Vec<Vec<TaskSpec>> = Vec::with_capacity(msg.requests.len());
+        for (i, r) in msg.requests.iter().enumerate() {
+            let converted: Vec<TaskSpec> = r.tasks.iter().cloned().map(TaskSpec::from).collect();
+            match validate::validate_request(&converted) {
+                Ok(()) => {
+                    valid.push(i);
+                    specs.push(converted);
+                    template.push(v1::SubmitOutcome::default());
+                }
+                Err(rejection) => template.push(outcome_of(Err(rejection_status(rejection)))),
+            }
+        }
+        if valid.is_empty() {
+            return Ok(Response::new(v1::SubmitManyResponse { outcomes: template }));
+        }
+        let mut specs = Some(specs);
+        let node = &self.node;
+        let (valid_ref, template_ref, msg_ref) = (&valid, &template, &msg);
+        let local = || {
+            let specs = specs.take().unwrap_or_else(|| {
+                valid_ref
+                    .iter()
+                    .map(|&i| {
+                        msg_ref.requests[i]
+                            .tasks
+                            .iter()
+                            .cloned()
+                            .map(TaskSpec::from)
+                            .collect()
+                    })
+                    .collect()
+            });
+            async move {
+                match node.batcher.submit_many(specs).await {
+                    Ok((results, index)) => {
+                        let mut outcomes = template_ref.clone();
+                        for (&i, result) in valid_ref.iter().zip(results) {
+                            outcomes[i] = outcome_of(match result {
+                                Ok(submitted) => Ok(submit_response(submitted, index)),
+                                Err(rejection) => Err(rejection_status(rejection)),
+                            });
+                        }
+                        Attempt::Done(Ok(Response::new(v1::SubmitManyResponse { outcomes })))
+                    }
+                    Err(WriteError::NotLeader { .. }) => Attempt::NotLeader,
+                    Err(e) => Attempt::Done(Err(write_status(e))),
+                }
+            }
+        };
+        let forward = |ch| async move {
+            TaskServiceClient::new(ch)
+                .max_decoding_message_size(64 << 20)
+                .submit_many(forward_request(&self.node, msg_ref.clone()))
                 .await
         };
         on_leader(&self.node, forwarded, local, forward).await

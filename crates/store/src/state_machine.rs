@@ -299,20 +299,28 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let (meta, state) = self.capture()?;
-        // Encoding a large state takes a while: do it, and the sled write and fsync, on a blocking
-        // thread so neither apply nor the async runtime (heartbeats!) waits for it.
+        // Encoding a large state takes seconds of CPU. Do it, and the file write, on a thread of
+        // its own at lower CPU priority: neither apply nor the async runtime nor the Raft
+        // heartbeats may wait for it, or a busy 2-core machine elects a new leader mid-snapshot.
         let this = self.clone();
-        let (snapshot, written) =
-            tokio::task::spawn_blocking(move || -> Result<(Snapshot, bool), io::Error> {
-                let data = codec::encode(&SnapshotImageRef {
-                    schema: SCHEMA_VERSION,
-                    state: state.image(),
-                })?;
-                let written = this.persist_snapshot(&meta, &data, false)?;
-                Ok((Snapshot { meta, snapshot: data }, written))
-            })
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("taurus-snapshot".into())
+            .spawn(move || {
+                lower_thread_priority();
+                let work = || -> Result<(Snapshot, bool), io::Error> {
+                    let data = codec::encode(&SnapshotImageRef {
+                        schema: SCHEMA_VERSION,
+                        state: state.image(),
+                    })?;
+                    let written = this.persist_snapshot(&meta, &data, false)?;
+                    Ok((Snapshot { meta, snapshot: data }, written))
+                };
+                let _ = tx.send(work());
+            })?;
+        let (snapshot, written) = rx
             .await
-            .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))??;
+            .map_err(|_| io::Error::other("the snapshot thread ended without a result"))??;
         tracing::info!(last = ?snapshot.meta.last_log_id, bytes = snapshot.snapshot.len(), written, "built snapshot");
         Ok(snapshot)
     }
@@ -408,5 +416,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         Ok(self.current_snapshot()?)
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice +10) so snapshot work yields to Raft.
+/// Best effort: a failure only means the thread keeps its normal priority.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority only read their integer arguments; on Linux PRIO_PROCESS
+    // with a thread id changes that thread's nice value alone.
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) != 0 {
+            tracing::debug!("could not lower the snapshot thread's priority");
+        }
     }
 }

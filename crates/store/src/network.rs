@@ -468,17 +468,22 @@ impl RaftService for RaftServer {
         _req: Request<internal::NodeInfoRequest>,
     ) -> Result<Response<internal::NodeInfoResponse>, Status> {
         let m = self.raft.metrics().borrow_watched().clone();
-        Ok(Response::new(internal::NodeInfoResponse {
-            id: self.id,
-            role: role_name(m.state).to_string(),
-            term: m.current_term,
-            leader: m.current_leader.unwrap_or(0),
-            last_log_index: m.last_log_index.unwrap_or(0),
-            commit_index: m.cluster_committed.as_ref().map(|l| l.index).unwrap_or(0),
-            applied_index: m.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
-            snapshot_index: m.snapshot.as_ref().map(|l| l.index).unwrap_or(0),
-            purged_index: m.purged.as_ref().map(|l| l.index).unwrap_or(0),
-        }))
+        Ok(Response::new(node_info(self.id, &m)))
+    }
+}
+
+/// A node's own view, as reported by `NodeInfo` and in cluster status.
+pub fn node_info(id: NodeId, m: &openraft::RaftMetrics<TypeConfig>) -> internal::NodeInfoResponse {
+    internal::NodeInfoResponse {
+        id,
+        role: role_name(m.state).to_string(),
+        term: m.current_term,
+        leader: m.current_leader.unwrap_or(0),
+        last_log_index: m.last_log_index.unwrap_or(0),
+        commit_index: m.cluster_committed.as_ref().map(|l| l.index).unwrap_or(0),
+        applied_index: m.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
+        snapshot_index: m.snapshot.as_ref().map(|l| l.index).unwrap_or(0),
+        purged_index: m.purged.as_ref().map(|l| l.index).unwrap_or(0),
     }
 }
 

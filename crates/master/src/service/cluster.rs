@@ -9,7 +9,7 @@ use taurus_protocol::v1;
 use taurus_protocol::v1::cluster_service_client::ClusterServiceClient;
 use taurus_protocol::v1::cluster_service_server::ClusterService;
 use taurus_store::NodeId;
-use taurus_store::network::role_name;
+use taurus_store::network::node_info;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
@@ -45,6 +45,19 @@ impl ClusterApi {
         Ok(ClusterServiceClient::new(ch))
     }
 
+    /// Proposes a membership change and answers with the resulting cluster status.
+    async fn change_membership(
+        &self,
+        change: ChangeMembers<NodeId, BasicNode>,
+    ) -> Result<Response<v1::ClusterStatus>, Status> {
+        self.node
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| write_status(classify_write_error(e)))?;
+        Ok(Response::new(self.status().await))
+    }
+
     /// The cluster as seen from here, each member asked for its own indexes.
     async fn status(&self) -> v1::ClusterStatus {
         let m = self.node.metrics();
@@ -57,7 +70,7 @@ impl ClusterApi {
             async move {
                 if id == node.id {
                     let m = node.metrics();
-                    return (id, addr, Ok(local_info(&node, &m)));
+                    return (id, addr, Ok(node_info(node.id, &m)));
                 }
                 match query_peer(&node.channels, id, &addr).await {
                     Some(info) => (id, addr, Ok(info)),
@@ -100,23 +113,6 @@ impl ClusterApi {
             members,
             served_by: self.node.id,
         }
-    }
-}
-
-fn local_info(
-    node: &Node,
-    m: &openraft::RaftMetrics<taurus_store::TypeConfig>,
-) -> taurus_protocol::internal::NodeInfoResponse {
-    taurus_protocol::internal::NodeInfoResponse {
-        id: node.id,
-        role: role_name(m.state).to_string(),
-        term: m.current_term,
-        leader: m.current_leader.unwrap_or(0),
-        last_log_index: m.last_log_index.unwrap_or(0),
-        commit_index: m.cluster_committed.as_ref().map(|l| l.index).unwrap_or(0),
-        applied_index: m.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
-        snapshot_index: m.snapshot.as_ref().map(|l| l.index).unwrap_or(0),
-        purged_index: m.purged.as_ref().map(|l| l.index).unwrap_or(0),
     }
 }
 
@@ -182,12 +178,8 @@ impl ClusterService for ClusterApi {
             Ok(Ok(_)) => {}
         }
         tracing::info!(id = msg.id, "promoting master to voter");
-        self.node
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([msg.id])), false)
+        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([msg.id])))
             .await
-            .map_err(|e| write_status(classify_write_error(e)))?;
-        Ok(Response::new(self.status().await))
     }
 
     async fn remove_master(
@@ -224,12 +216,7 @@ impl ClusterService for ClusterApi {
             ChangeMembers::RemoveNodes(BTreeSet::from([msg.id]))
         };
         tracing::info!(id = msg.id, "removing master");
-        self.node
-            .raft
-            .change_membership(change, false)
-            .await
-            .map_err(|e| write_status(classify_write_error(e)))?;
-        Ok(Response::new(self.status().await))
+        self.change_membership(change).await
     }
 
     async fn transfer_leader(

@@ -184,6 +184,10 @@ fn raft_config(config: &MasterConfig) -> Result<openraft::Config, MasterError> {
         purge_batch_size: (r.snapshot_every_entries / 4).clamp(1, 1024),
         // Beyond this lag a follower gets a snapshot instead of the log.
         replication_lag_threshold: r.snapshot_every_entries.max(r.keep_log_entries) * 2,
+        // A master that merely missed heartbeats (a CPU-starved or briefly partitioned one)
+        // first asks whether it could win; it campaigns, and bumps the term, only if so. Without
+        // this, its return would depose a healthy leader.
+        enable_pre_vote: Some(true),
         ..Default::default()
     };
     c.validate()

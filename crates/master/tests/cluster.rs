@@ -758,3 +758,48 @@ async fn concurrent_client_submits_are_coalesced_without_mixing_results() {
     let list = client.list_tasks(&[], 1000, "", false).await.expect("list");
     assert_eq!(list.total, 63 * 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_returning_isolated_follower_does_not_depose_the_leader() {
+    let cluster = Cluster::start(3, tuning()).await;
+    let leader = cluster.leader_seen_by(1, |_| true).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let before = cluster.status(leader).await.expect("status").term;
+    cluster.partition(&[follower]);
+    // What is tested is an absence (no campaign that bumps the term), so there is no event to
+    // await: give the isolated follower five maximal election timeouts to try.
+    tokio::time::sleep(tuning().election_timeout_max * 5).await;
+    let isolated = cluster
+        .status(follower)
+        .await
+        .expect("status of the isolated follower");
+    let me = isolated
+        .members
+        .iter()
+        .find(|m| m.id == follower)
+        .expect("itself");
+    assert_eq!(
+        me.role, "follower",
+        "without Pre-Vote it would be a candidate by now: {me:?}"
+    );
+    assert_eq!(me.term, before, "an isolated follower must not raise its term");
+    // Writes go on meanwhile.
+    cluster
+        .tasks(leader)
+        .submit_tasks(submit_req(vec![spec("p1", &[])]))
+        .await
+        .expect("write while partitioned");
+    cluster.heal();
+    eventually("the follower rejoins and applies the write", || async {
+        get(&mut cluster.tasks(follower), "p1", true).await.ok()
+    })
+    .await;
+    // Pre-Vote: its failed campaigns never raised the term, so the leader was never deposed.
+    let after = cluster.status(leader).await.expect("status");
+    assert_eq!(after.leader, leader, "leadership moved: {after:?}");
+    assert_eq!(
+        after.term, before,
+        "the term moved from {before} to {}",
+        after.term
+    );
+}

@@ -284,6 +284,17 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         .await
     }
 
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(RPCTypes::Vote, &rpc, option.soft_ttl(), |mut c, r| async move {
+            c.pre_vote(r).await
+        })
+        .await
+    }
+
     async fn transfer_leader(
         &mut self,
         req: TransferLeaderRequest<TypeConfig>,
@@ -408,6 +419,16 @@ impl RaftService for RaftServer {
         self.check_target(&req)?;
         let rpc: VoteRequest<TypeConfig> = decode_msg(req.get_ref())?;
         let resp = self.raft.vote(rpc).await.map_err(fatal)?;
+        encode_msg(&resp)
+    }
+
+    async fn pre_vote(
+        &self,
+        req: Request<internal::RaftMessage>,
+    ) -> Result<Response<internal::RaftMessage>, Status> {
+        self.check_target(&req)?;
+        let rpc: VoteRequest<TypeConfig> = decode_msg(req.get_ref())?;
+        let resp = self.raft.pre_vote(rpc).await.map_err(fatal)?;
         encode_msg(&resp)
     }
 

@@ -14,19 +14,57 @@ use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
+use super::Attempt;
 use super::forward_request;
 use super::is_forwarded;
-use super::leader_channel;
+use super::on_leader;
 use super::write_status;
 use crate::node::Node;
-use crate::node::Route;
 use crate::node::query_peer;
+use crate::write::WriteError;
 use crate::write::classify_write_error;
 
 /// How long a leadership transfer may take before we report it as not done.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a new master may take to catch up as a learner before it is promoted.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a membership operation did not finish on this master.
+enum Local {
+    /// Raft refused before appending: another master leads (or will); `on_leader` re-routes.
+    NotLeader,
+    Failed(Status),
+}
+
+impl From<Status> for Local {
+    fn from(s: Status) -> Self {
+        Local::Failed(s)
+    }
+}
+
+type LocalResult = Result<Response<v1::ClusterStatus>, Local>;
+
+fn raft_error(
+    e: openraft::error::RaftError<
+        taurus_store::TypeConfig,
+        openraft::error::ClientWriteError<taurus_store::TypeConfig>,
+    >,
+) -> Local {
+    match classify_write_error(e) {
+        WriteError::NotLeader { .. } => Local::NotLeader,
+        other => Local::Failed(write_status(other)),
+    }
+}
+
+impl From<LocalResult> for Attempt<Response<v1::ClusterStatus>> {
+    fn from(r: LocalResult) -> Self {
+        match r {
+            Ok(resp) => Attempt::Done(Ok(resp)),
+            Err(Local::NotLeader) => Attempt::NotLeader,
+            Err(Local::Failed(s)) => Attempt::Done(Err(s)),
+        }
+    }
+}
 
 pub struct ClusterApi {
     node: Node,
@@ -37,24 +75,88 @@ impl ClusterApi {
         Self { node }
     }
 
-    async fn leader_client(
-        &self,
-        forwarded: bool,
-    ) -> Result<ClusterServiceClient<tonic::transport::Channel>, Status> {
-        let (_, ch) = leader_channel(&self.node, self.node.route(), forwarded)?;
-        Ok(ClusterServiceClient::new(ch))
-    }
-
     /// Proposes a membership change and answers with the resulting cluster status.
-    async fn change_membership(
-        &self,
-        change: ChangeMembers<NodeId, BasicNode>,
-    ) -> Result<Response<v1::ClusterStatus>, Status> {
+    async fn change_membership(&self, change: ChangeMembers<NodeId, BasicNode>) -> LocalResult {
         self.node
             .raft
             .change_membership(change, false)
             .await
-            .map_err(|e| write_status(classify_write_error(e)))?;
+            .map_err(raft_error)?;
+        Ok(Response::new(self.status().await))
+    }
+
+    async fn add_local(&self, msg: &v1::AddMasterRequest) -> LocalResult {
+        let m = self.node.metrics();
+        if m.membership_config.membership().voter_ids().any(|v| v == msg.id) {
+            return Err(Status::already_exists(format!("id: master {} is already a voter", msg.id)).into());
+        }
+        tracing::info!(id = msg.id, addr = %msg.addr, "adding master as learner");
+        let add = self.node.raft.add_learner(
+            msg.id,
+            BasicNode {
+                addr: msg.addr.clone(),
+            },
+            true,
+        );
+        match tokio::time::timeout(CATCH_UP_TIMEOUT, add).await {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "master {} did not catch up within {CATCH_UP_TIMEOUT:?}; it stays a learner",
+                    msg.id
+                ))
+                .into());
+            }
+            Ok(Err(e)) => return Err(raft_error(e)),
+            Ok(Ok(_)) => {}
+        }
+        tracing::info!(id = msg.id, "promoting master to voter");
+        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([msg.id])))
+            .await
+    }
+
+    async fn remove_local(&self, msg: &v1::RemoveMasterRequest) -> LocalResult {
+        let m = self.node.metrics();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let is_learner = membership.learner_ids().any(|l| l == msg.id);
+        if !voters.contains(&msg.id) && !is_learner {
+            return Err(Status::not_found(format!("id: master {} is not a member", msg.id)).into());
+        }
+        if voters.len() == 1 && voters.contains(&msg.id) {
+            return Err(Status::failed_precondition("id: cannot remove the last voting master").into());
+        }
+        let change = if voters.contains(&msg.id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([msg.id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([msg.id]))
+        };
+        tracing::info!(id = msg.id, "removing master");
+        self.change_membership(change).await
+    }
+
+    async fn transfer_local(&self, msg: &v1::TransferLeaderRequest) -> LocalResult {
+        let m = self.node.metrics();
+        if !m.membership_config.membership().voter_ids().any(|v| v == msg.to) {
+            return Err(
+                Status::invalid_argument(format!("to: master {} is not a voting member", msg.to)).into(),
+            );
+        }
+        if msg.to != self.node.id {
+            self.node
+                .raft
+                .trigger()
+                .transfer_leader(msg.to)
+                .await
+                .map_err(|e| Status::unavailable(format!("raft stopped: {e}")))?;
+            self.node
+                .raft
+                .wait(Some(TRANSFER_TIMEOUT))
+                .current_leader(msg.to, "leadership transfer")
+                .await
+                .map_err(|e| {
+                    Status::deadline_exceeded(format!("transfer to {} not confirmed: {e}", msg.to))
+                })?;
+        }
         Ok(Response::new(self.status().await))
     }
 
@@ -145,41 +247,19 @@ impl ClusterService for ClusterApi {
             return Err(Status::invalid_argument("id: must be at least 1"));
         }
         check_addr(&msg.addr)?;
-        if !matches!(self.node.route(), Route::Local) {
-            return self
-                .leader_client(forwarded)
-                .await?
-                .add_master(forward_request(&self.node, msg))
-                .await;
-        }
-        let m = self.node.metrics();
-        if m.membership_config.membership().voter_ids().any(|v| v == msg.id) {
-            return Err(Status::already_exists(format!(
-                "id: master {} is already a voter",
-                msg.id
-            )));
-        }
-        tracing::info!(id = msg.id, addr = %msg.addr, "adding master as learner");
-        let add = self.node.raft.add_learner(
-            msg.id,
-            BasicNode {
-                addr: msg.addr.clone(),
-            },
-            true,
-        );
-        match tokio::time::timeout(CATCH_UP_TIMEOUT, add).await {
-            Err(_) => {
-                return Err(Status::deadline_exceeded(format!(
-                    "master {} did not catch up within {CATCH_UP_TIMEOUT:?}; it stays a learner",
-                    msg.id
-                )));
-            }
-            Ok(Err(e)) => return Err(write_status(classify_write_error(e))),
-            Ok(Ok(_)) => {}
-        }
-        tracing::info!(id = msg.id, "promoting master to voter");
-        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([msg.id])))
-            .await
+        let msg = &msg;
+        let forward = |ch| async move {
+            ClusterServiceClient::new(ch)
+                .add_master(forward_request(&self.node, msg.clone()))
+                .await
+        };
+        on_leader(
+            &self.node,
+            forwarded,
+            || async { self.add_local(msg).await.into() },
+            forward,
+        )
+        .await
     }
 
     async fn remove_master(
@@ -188,35 +268,19 @@ impl ClusterService for ClusterApi {
     ) -> Result<Response<v1::ClusterStatus>, Status> {
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
-        if !matches!(self.node.route(), Route::Local) {
-            return self
-                .leader_client(forwarded)
-                .await?
-                .remove_master(forward_request(&self.node, msg))
-                .await;
-        }
-        let m = self.node.metrics();
-        let membership = m.membership_config.membership();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let is_learner = membership.learner_ids().any(|l| l == msg.id);
-        if !voters.contains(&msg.id) && !is_learner {
-            return Err(Status::not_found(format!(
-                "id: master {} is not a member",
-                msg.id
-            )));
-        }
-        if voters.len() == 1 && voters.contains(&msg.id) {
-            return Err(Status::failed_precondition(
-                "id: cannot remove the last voting master",
-            ));
-        }
-        let change = if voters.contains(&msg.id) {
-            ChangeMembers::RemoveVoters(BTreeSet::from([msg.id]))
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([msg.id]))
+        let msg = &msg;
+        let forward = |ch| async move {
+            ClusterServiceClient::new(ch)
+                .remove_master(forward_request(&self.node, *msg))
+                .await
         };
-        tracing::info!(id = msg.id, "removing master");
-        self.change_membership(change).await
+        on_leader(
+            &self.node,
+            forwarded,
+            || async { self.remove_local(msg).await.into() },
+            forward,
+        )
+        .await
     }
 
     async fn transfer_leader(
@@ -225,36 +289,18 @@ impl ClusterService for ClusterApi {
     ) -> Result<Response<v1::ClusterStatus>, Status> {
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
-        if !matches!(self.node.route(), Route::Local) {
-            return self
-                .leader_client(forwarded)
-                .await?
-                .transfer_leader(forward_request(&self.node, msg))
-                .await;
-        }
-        let m = self.node.metrics();
-        if !m.membership_config.membership().voter_ids().any(|v| v == msg.to) {
-            return Err(Status::invalid_argument(format!(
-                "to: master {} is not a voting member",
-                msg.to
-            )));
-        }
-        if msg.to != self.node.id {
-            self.node
-                .raft
-                .trigger()
-                .transfer_leader(msg.to)
+        let msg = &msg;
+        let forward = |ch| async move {
+            ClusterServiceClient::new(ch)
+                .transfer_leader(forward_request(&self.node, *msg))
                 .await
-                .map_err(|e| Status::unavailable(format!("raft stopped: {e}")))?;
-            self.node
-                .raft
-                .wait(Some(TRANSFER_TIMEOUT))
-                .current_leader(msg.to, "leadership transfer")
-                .await
-                .map_err(|e| {
-                    Status::deadline_exceeded(format!("transfer to {} not confirmed: {e}", msg.to))
-                })?;
-        }
-        Ok(Response::new(self.status().await))
+        };
+        on_leader(
+            &self.node,
+            forwarded,
+            || async { self.transfer_local(msg).await.into() },
+            forward,
+        )
+        .await
     }
 }

@@ -77,14 +77,6 @@ impl Node {
         self.raft.metrics().borrow_watched().clone()
     }
 
-    /// The current leader, if one is known, with its address.
-    pub fn leader(&self) -> Option<LeaderInfo> {
-        let m = self.metrics();
-        let id = m.current_leader?;
-        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
-        Some(LeaderInfo { id, addr })
-    }
-
     /// Where a write arriving here should go, decided from one metrics snapshot.
     pub fn route(&self) -> Route {
         let m = self.metrics();
@@ -101,35 +93,30 @@ impl Node {
         }
     }
 
-    /// True while this node believes it leads (a proposal still confirms it through Raft).
-    pub fn is_leader(&self) -> bool {
-        self.metrics().current_leader == Some(self.id)
-    }
-
     /// Makes a linearizable read possible: confirms the read index with the leader (itself or
     /// remote) and waits until the local state machine has applied it. Returns the applied index.
     pub async fn read_barrier(&self) -> Result<u64, ReadError> {
-        let read_index = if self.is_leader() {
-            match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        // One metrics snapshot decides, as for writes (`route`).
+        let read_index = match self.route() {
+            Route::Local => match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
                 Ok(r) => r.log_id().index,
                 Err(e) => return Err(ReadError::NoLeader(format!("leadership not confirmed: {e}"))),
-            }
-        } else {
-            let leader = self
-                .leader()
-                .ok_or_else(|| ReadError::NoLeader("no leader elected yet".into()))?;
-            let ch = self.channels.get(&leader.addr).map_err(ReadError::NoLeader)?;
-            let mut client = RaftServiceClient::new(ch);
-            let mut req = tonic::Request::new(internal::ReadIndexRequest {});
-            req.set_timeout(READ_APPLY_TIMEOUT);
-            match client.read_index(req).await {
-                Ok(r) => r.into_inner().read_index,
-                Err(s) => {
-                    return Err(ReadError::NoLeader(format!(
-                        "leader {} refused a read index: {}",
-                        leader.id,
-                        s.message()
-                    )));
+            },
+            Route::NoLeader => return Err(ReadError::NoLeader("no leader elected yet".into())),
+            Route::Forward(leader) => {
+                let ch = self.channels.get(&leader.addr).map_err(ReadError::NoLeader)?;
+                let mut client = RaftServiceClient::new(ch);
+                let mut req = tonic::Request::new(internal::ReadIndexRequest {});
+                req.set_timeout(READ_APPLY_TIMEOUT);
+                match client.read_index(req).await {
+                    Ok(r) => r.into_inner().read_index,
+                    Err(s) => {
+                        return Err(ReadError::NoLeader(format!(
+                            "leader {} refused a read index: {}",
+                            leader.id,
+                            s.message()
+                        )));
+                    }
                 }
             }
         };

@@ -386,6 +386,26 @@ impl RaftServer {
     }
 }
 
+impl RaftServer {
+    /// The shape of every unary Raft RPC: check the target, decode, hand to Raft, encode.
+    async fn serve<Req, Resp, E, Fut>(
+        &self,
+        req: Request<internal::RaftMessage>,
+        call: impl FnOnce(Raft, Req) -> Fut,
+    ) -> Result<Response<internal::RaftMessage>, Status>
+    where
+        Req: DeserializeOwned,
+        Resp: Serialize,
+        E: std::fmt::Display,
+        Fut: Future<Output = Result<Resp, E>>,
+    {
+        self.check_target(&req)?;
+        let rpc: Req = decode_msg(req.get_ref())?;
+        let resp = call(self.raft.clone(), rpc).await.map_err(fatal)?;
+        encode_msg(&resp)
+    }
+}
+
 fn decode_msg<T: DeserializeOwned>(msg: &internal::RaftMessage) -> Result<T, Status> {
     codec::decode(&msg.data).map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
 }
@@ -406,40 +426,40 @@ impl RaftService for RaftServer {
         &self,
         req: Request<internal::RaftMessage>,
     ) -> Result<Response<internal::RaftMessage>, Status> {
-        self.check_target(&req)?;
-        let rpc: AppendEntriesRequest<TypeConfig> = decode_msg(req.get_ref())?;
-        let resp = self.raft.append_entries(rpc).await.map_err(fatal)?;
-        encode_msg(&resp)
+        self.serve(req, |raft, rpc: AppendEntriesRequest<TypeConfig>| async move {
+            raft.append_entries(rpc).await
+        })
+        .await
     }
 
     async fn vote(
         &self,
         req: Request<internal::RaftMessage>,
     ) -> Result<Response<internal::RaftMessage>, Status> {
-        self.check_target(&req)?;
-        let rpc: VoteRequest<TypeConfig> = decode_msg(req.get_ref())?;
-        let resp = self.raft.vote(rpc).await.map_err(fatal)?;
-        encode_msg(&resp)
+        self.serve(req, |raft, rpc: VoteRequest<TypeConfig>| async move {
+            raft.vote(rpc).await
+        })
+        .await
     }
 
     async fn pre_vote(
         &self,
         req: Request<internal::RaftMessage>,
     ) -> Result<Response<internal::RaftMessage>, Status> {
-        self.check_target(&req)?;
-        let rpc: VoteRequest<TypeConfig> = decode_msg(req.get_ref())?;
-        let resp = self.raft.pre_vote(rpc).await.map_err(fatal)?;
-        encode_msg(&resp)
+        self.serve(req, |raft, rpc: VoteRequest<TypeConfig>| async move {
+            raft.pre_vote(rpc).await
+        })
+        .await
     }
 
     async fn transfer_leader(
         &self,
         req: Request<internal::RaftMessage>,
     ) -> Result<Response<internal::RaftMessage>, Status> {
-        self.check_target(&req)?;
-        let rpc: TransferLeaderRequest<TypeConfig> = decode_msg(req.get_ref())?;
-        let resp = self.raft.handle_transfer_leader(rpc).await.map_err(fatal)?;
-        encode_msg(&resp)
+        self.serve(req, |raft, rpc: TransferLeaderRequest<TypeConfig>| async move {
+            raft.handle_transfer_leader(rpc).await
+        })
+        .await
     }
 
     async fn install_snapshot(

@@ -18,7 +18,6 @@ use tonic::Request;
 use tonic::Status;
 use tonic::transport::Channel;
 
-use crate::node::LeaderInfo;
 use crate::node::Node;
 use crate::node::ReadError;
 use crate::node::Route;
@@ -53,29 +52,6 @@ pub fn read_status(e: ReadError) -> Status {
 
 pub fn is_forwarded<T>(req: &Request<T>) -> bool {
     req.metadata().contains_key(FORWARDED_HEADER)
-}
-
-/// The leader's channel for a write this node will not propose itself, or `UNAVAILABLE`.
-/// A request that was already forwarded once is never forwarded again.
-pub fn leader_channel(
-    node: &Node,
-    route: Route,
-    already_forwarded: bool,
-) -> Result<(LeaderInfo, Channel), Status> {
-    if already_forwarded {
-        return Err(Status::unavailable(format!(
-            "master {} is no longer the leader; retry",
-            node.id
-        )));
-    }
-    match route {
-        Route::Forward(leader) => {
-            let ch = node.channels.get(&leader.addr).map_err(Status::unavailable)?;
-            Ok((leader, ch))
-        }
-        Route::NoLeader => Err(Status::unavailable("no leader elected yet; retry")),
-        Route::Local => Err(Status::unavailable("leadership is changing; retry")),
-    }
 }
 
 /// How long a write waits on this master for leadership to settle (an election in progress, a

@@ -151,6 +151,18 @@ pub struct SubmitArgs {
     /// An environment variable of the task, KEY=VALUE (repeatable).
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
+    /// First retry delay, doubled per attempt with jitter (default 1s; 0s retries at once).
+    #[arg(long, value_parser = parse_duration)]
+    pub backoff: Option<Duration>,
+    /// Agent pool the task must run in (default: any).
+    #[arg(long, default_value = "")]
+    pub pool: String,
+    /// An agent label the task requires, KEY=VALUE (repeatable; all must match).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub constraint: Vec<(String, String)>,
+    /// Hard deadline after submission, e.g. 10m: not finished by then means timed out.
+    #[arg(long, value_parser = parse_duration)]
+    pub deadline: Option<Duration>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -65,6 +65,17 @@ pub fn spec_from_args(args: SubmitArgs) -> anyhow::Result<v1::TaskSpec> {
             .filter(|s| !s.is_empty())
             .collect(),
         labels: args.label.into_iter().collect(),
+        backoff_ms: match args.backoff {
+            None => None,
+            Some(d) => Some(u64::try_from(d.as_millis()).context("--backoff: too long")?),
+        },
+        pool: args.pool,
+        constraints: args.constraint.into_iter().collect(),
+        deadline_ms: match args.deadline {
+            None => 0,
+            Some(d) if d.as_millis() == 0 => bail!("--deadline: must be at least 1ms"),
+            Some(d) => u64::try_from(d.as_millis()).context("--deadline: too long")?,
+        },
     })
 }
 

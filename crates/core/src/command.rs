@@ -8,6 +8,10 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use crate::error::Rejection;
+use crate::types::AgentId;
+use crate::types::AgentInfo;
+use crate::types::AgentState;
+use crate::types::AttemptEnd;
 use crate::types::LogIndex;
 use crate::types::TaskId;
 use crate::types::TaskSpec;
@@ -35,6 +39,114 @@ pub enum Command {
         reason: String,
         now_ms: UnixMillis,
     },
+    /// An agent (re)registers. Its new epoch is this entry's log index; whatever the agent held
+    /// under an older epoch is lost (new attempt, or failed when attempts are spent).
+    RegisterAgent { agent: AgentInfo, now_ms: UnixMillis },
+    /// Drain, undrain, or declare an agent down. `epoch: Some(e)` applies only if the agent's
+    /// epoch is still `e` (the liveness tracker uses this so a re-registered agent is not
+    /// declared down by a decision about its previous incarnation); `None` applies to any.
+    SetAgentState {
+        id: AgentId,
+        epoch: Option<LogIndex>,
+        state: AgentState,
+        reason: String,
+        now_ms: UnixMillis,
+    },
+    /// One scheduling round's placements. Each placement's fencing token is this entry's index.
+    /// Placements are checked one by one at apply; a stale one is skipped, never half-applied.
+    Assign {
+        placements: Vec<Placement>,
+        now_ms: UnixMillis,
+    },
+    /// Agents' started/finished reports, coalesced.
+    Report {
+        reports: Vec<TaskReport>,
+        now_ms: UnixMillis,
+    },
+    /// Time passes: due retries become runnable, tasks past their hard deadline end timed out.
+    Tick { now_ms: UnixMillis },
+}
+
+/// Place a task on an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub task_id: TaskId,
+    pub agent_id: AgentId,
+    /// The agent's epoch the scheduler saw; the placement is skipped if it changed.
+    pub agent_epoch: LogIndex,
+    /// `None`: the task must be pending and runnable. `Some(token)`: move a task that is
+    /// assigned (not started) under `token` to this agent (delay-guided relief).
+    pub move_from: Option<LogIndex>,
+}
+
+/// What an agent says about one attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub task_id: TaskId,
+    pub agent_id: AgentId,
+    /// The fencing token the attempt was assigned with.
+    pub token: LogIndex,
+    pub event: ReportEvent,
+}
+
+/// A started or finished report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReportEvent {
+    /// The agent claims the attempt and is about to spawn it. Agents spawn only after this is
+    /// accepted, so an attempt moved or fenced before the claim never runs.
+    Started,
+    /// The attempt ended on the agent.
+    Finished {
+        /// One of `Succeeded`, `Failed`, `TimedOut`, `Killed`.
+        end: AttemptEnd,
+        exit_code: Option<i32>,
+        error: String,
+        stdout_tail: String,
+        stderr_tail: String,
+    },
+}
+
+/// The state machine's answer to one [`TaskReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReportOutcome {
+    Accepted,
+    /// The same report was accepted before (a retry): nothing changed.
+    Duplicate,
+    /// The token is not the task's current one (moved, cancelled, agent declared down, ...):
+    /// the agent must stop the attempt and forget it. The string says why.
+    Stale(String),
+    /// Malformed report.
+    Invalid(Rejection),
+}
+
+/// The result of a [`Command::RegisterAgent`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    pub id: AgentId,
+    pub epoch: LogIndex,
+    /// Tasks the previous incarnation held, now given new attempts or failed.
+    pub lost: Vec<TaskId>,
+}
+
+/// The result of a [`Command::SetAgentState`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStateChanged {
+    pub id: AgentId,
+    /// False when the agent was already in that state or the epoch did not match.
+    pub changed: bool,
+    pub state: AgentState,
+    pub epoch: LogIndex,
+    /// Tasks taken away from it (when it went down).
+    pub lost: Vec<TaskId>,
+}
+
+/// The result of a [`Command::Tick`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticked {
+    /// Delayed tasks that became runnable.
+    pub released: Vec<TaskId>,
+    /// Tasks that passed their hard deadline.
+    pub expired: Vec<TaskId>,
 }
 
 /// The result of one task of a [`SubmitRequest`].
@@ -67,6 +179,13 @@ pub enum Response {
     /// One result per [`SubmitRequest`], in order.
     Submit(Vec<Result<Vec<Submitted>, Rejection>>),
     Cancel(Result<CancelOutcome, Rejection>),
+    Registered(Result<Registered, Rejection>),
+    AgentState(Result<AgentStateChanged, Rejection>),
+    /// One result per placement, in order.
+    Assigned(Vec<Result<(), Rejection>>),
+    /// One outcome per report, in order.
+    Reported(Vec<ReportOutcome>),
+    Ticked(Ticked),
 }
 
 impl std::fmt::Display for Command {
@@ -82,6 +201,19 @@ impl std::fmt::Display for Command {
                 )
             }
             Command::CancelTask { id, now_ms, .. } => write!(f, "CancelTask({id}, now_ms={now_ms})"),
+            Command::RegisterAgent { agent, now_ms } => {
+                write!(f, "RegisterAgent({}, now_ms={now_ms})", agent.id)
+            }
+            Command::SetAgentState {
+                id, state, now_ms, ..
+            } => write!(f, "SetAgentState({id}, {state}, now_ms={now_ms})"),
+            Command::Assign { placements, now_ms } => {
+                write!(f, "Assign(placements={}, now_ms={now_ms})", placements.len())
+            }
+            Command::Report { reports, now_ms } => {
+                write!(f, "Report(reports={}, now_ms={now_ms})", reports.len())
+            }
+            Command::Tick { now_ms } => write!(f, "Tick(now_ms={now_ms})"),
         }
     }
 }

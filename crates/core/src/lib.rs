@@ -9,6 +9,9 @@
 
 pub mod command;
 pub mod error;
+pub mod liveness;
+pub mod retry;
+pub mod schedule;
 pub mod state;
 pub mod types;
 pub mod validate;

@@ -95,6 +95,8 @@ impl State {
             Command::CancelTask { id, reason, now_ms } => {
                 Response::Cancel(self.cancel(index, now_ms, &id, reason))
             }
+            // TODO(issue 3): being written.
+            _ => Response::None,
         }
     }
 
@@ -308,6 +310,8 @@ impl State {
             reason,
             seq: self.next_seq,
             unmet_deps: if state == TaskState::Pending { unmet } else { 0 },
+            not_before_ms: 0,
+            queued_at_ms: now_ms,
             spec,
         };
         self.next_seq += 1;

@@ -61,6 +61,24 @@ pub struct TaskSpec {
     /// Free-form labels (selectors, ownership, ...).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// First retry delay in milliseconds; doubles per attempt (with jitter), capped at
+    /// [`crate::validate::MAX_BACKOFF_MS`]. 0 retries at once.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Agent pool the task must run in; empty means any pool.
+    #[serde(default)]
+    pub pool: String,
+    /// Agent labels the task requires (`key = value`, all must match).
+    #[serde(default)]
+    pub constraints: BTreeMap<String, String>,
+    /// Hard deadline in milliseconds after submission: a task not finished by then ends as
+    /// `timed_out` whatever its attempts. 0 means none.
+    #[serde(default)]
+    pub deadline_ms: u64,
+}
+
+fn default_backoff_ms() -> u64 {
+    1000
 }
 
 fn default_max_attempts() -> u32 {
@@ -81,6 +99,10 @@ impl Default for TaskSpec {
             max_attempts: default_max_attempts(),
             depends_on: Vec::new(),
             labels: BTreeMap::new(),
+            backoff_ms: default_backoff_ms(),
+            pool: String::new(),
+            constraints: BTreeMap::new(),
+            deadline_ms: 0,
         }
     }
 }
@@ -155,7 +177,47 @@ impl std::fmt::Display for TaskState {
     }
 }
 
-/// One placement of a task on an agent (filled in by the scheduler, issue 3).
+/// How an attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptEnd {
+    /// The process exited 0 (reported by the agent).
+    Succeeded,
+    /// The process exited non-zero or could not be started (reported by the agent).
+    Failed,
+    /// The agent killed the process at the task's execution timeout.
+    TimedOut,
+    /// The agent killed the process for another reason (drain deadline, shutdown).
+    Killed,
+    /// The task was cancelled, or passed its hard deadline, while this attempt was current.
+    Cancelled,
+    /// The agent was declared down or re-registered while this attempt was current.
+    Lost,
+    /// The attempt was moved to another agent before it started.
+    Moved,
+}
+
+impl AttemptEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Killed => "killed",
+            Self::Cancelled => "cancelled",
+            Self::Lost => "lost",
+            Self::Moved => "moved",
+        }
+    }
+}
+
+impl std::fmt::Display for AttemptEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One placement of a task on an agent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
     /// 1-based attempt number.
@@ -174,6 +236,27 @@ pub struct Attempt {
     /// Why the attempt ended, when it did not end by itself.
     #[serde(default)]
     pub error: String,
+    /// How the attempt ended; `None` while it is current.
+    #[serde(default)]
+    pub end: Option<AttemptEnd>,
+    /// The last bytes of the process's stdout (at most [`crate::validate::MAX_OUTPUT_TAIL`]).
+    #[serde(default)]
+    pub stdout_tail: String,
+    /// The last bytes of the process's stderr (at most [`crate::validate::MAX_OUTPUT_TAIL`]).
+    #[serde(default)]
+    pub stderr_tail: String,
+}
+
+impl Attempt {
+    /// Whether this attempt used up one of the task's `max_attempts`: it started, or the agent
+    /// reported an end (a spawn failure counts). Attempts moved or lost before starting do not.
+    pub fn counts(&self) -> bool {
+        self.started_at_ms.is_some()
+            || matches!(
+                self.end,
+                Some(AttemptEnd::Succeeded | AttemptEnd::Failed | AttemptEnd::TimedOut | AttemptEnd::Killed)
+            )
+    }
 }
 
 /// A task as the state machine stores it.
@@ -198,4 +281,119 @@ pub struct Task {
     /// Dependencies that have not succeeded yet.
     #[serde(default)]
     pub unmet_deps: u32,
+    /// A pending task does not become runnable before this time (retry back-off). 0: no wait.
+    #[serde(default)]
+    pub not_before_ms: UnixMillis,
+    /// When the task last became runnable (for priority ageing and queue-wait figures).
+    #[serde(default)]
+    pub queued_at_ms: UnixMillis,
+}
+
+impl Task {
+    /// The current attempt: the last one, while the task is assigned or running.
+    pub fn current_attempt(&self) -> Option<&Attempt> {
+        match self.state {
+            TaskState::Assigned | TaskState::Running => self.attempts.last(),
+            _ => None,
+        }
+    }
+
+    /// The fencing token of the current attempt.
+    pub fn current_token(&self) -> Option<LogIndex> {
+        self.current_attempt().map(|a| a.fencing_token)
+    }
+
+    /// How many of `max_attempts` are used up (see [`Attempt::counts`]).
+    pub fn attempts_used(&self) -> u32 {
+        self.attempts.iter().filter(|a| a.counts()).count() as u32
+    }
+
+    /// The absolute hard deadline, if the spec has one.
+    pub fn deadline_at_ms(&self) -> Option<UnixMillis> {
+        (self.spec.deadline_ms > 0).then(|| self.submitted_at_ms.saturating_add(self.spec.deadline_ms))
+    }
+}
+
+/// An agent id: same alphabet and length as a task id.
+pub type AgentId = String;
+
+/// Liveness and admission state of an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    /// Takes new work.
+    Alive,
+    /// Keeps running what it has, takes nothing new.
+    Draining,
+    /// Declared dead by the leader (or deregistered); its tasks were given new attempts.
+    Down,
+}
+
+impl AgentState {
+    pub const ALL: [AgentState; 3] = [AgentState::Alive, AgentState::Draining, AgentState::Down];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alive => "alive",
+            Self::Draining => "draining",
+            Self::Down => "down",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for AgentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an agent declares when it registers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub id: AgentId,
+    /// Where the agent runs (host name or address), for operators.
+    #[serde(default)]
+    pub address: String,
+    /// Total resources it offers.
+    pub resources: Resources,
+    /// Most tasks it runs at once (>= 1).
+    pub max_tasks: u32,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Pool it serves; empty is the default pool.
+    #[serde(default)]
+    pub pool: String,
+}
+
+/// An agent as the state machine stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    pub info: AgentInfo,
+    pub state: AgentState,
+    /// The log index of the `RegisterAgent` entry that created this incarnation. Heartbeats and
+    /// assignments carry it; a stale epoch means "re-register and drop your old work".
+    pub epoch: LogIndex,
+    pub registered_at_ms: UnixMillis,
+    pub updated_at_ms: UnixMillis,
+    /// Sum of the demands of the tasks assigned to or running on it.
+    pub used: Resources,
+    /// Number of tasks assigned to or running on it.
+    pub tasks: u32,
+    /// Why it is in its state (drain reason, "no heartbeat for 10s", ...).
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl Agent {
+    /// Whether a task demanding `need` fits in what is left (slots and every resource).
+    pub fn fits(&self, need: &Resources) -> bool {
+        self.tasks < self.info.max_tasks
+            && self.used.cpu_millis.saturating_add(need.cpu_millis) <= self.info.resources.cpu_millis
+            && self.used.memory_mb.saturating_add(need.memory_mb) <= self.info.resources.memory_mb
+            && self.used.disk_mb.saturating_add(need.disk_mb) <= self.info.resources.disk_mb
+    }
 }

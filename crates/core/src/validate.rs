@@ -37,6 +37,16 @@ pub const MAX_CPU_MILLIS: u32 = 1024 * 1000;
 pub const MAX_MB: u64 = 1 << 30;
 /// Longest cancel reason, in bytes.
 pub const MAX_REASON_LEN: usize = 1024;
+/// Longest retry back-off (first delay, and the cap of its doubling): 1 hour.
+pub const MAX_BACKOFF_MS: u64 = 3600 * 1000;
+/// Longest hard deadline: 30 days.
+pub const MAX_DEADLINE_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Most bytes of stdout (and, separately, of stderr) an attempt keeps: the tail.
+pub const MAX_OUTPUT_TAIL: usize = 16 * 1024;
+/// Longest pool name, in bytes.
+pub const MAX_POOL_LEN: usize = 128;
+/// Most tasks one agent may declare it runs at once.
+pub const MAX_AGENT_TASKS: u32 = 100_000;
 
 /// Checks a task id: 1..=128 bytes of `[A-Za-z0-9._:-]`.
 pub fn validate_id(id: &str) -> Result<(), Rejection> {

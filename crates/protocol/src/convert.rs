@@ -43,6 +43,10 @@ impl From<v1::TaskSpec> for TaskSpec {
             max_attempts: if s.max_attempts == 0 { 1 } else { s.max_attempts },
             depends_on: s.depends_on,
             labels: s.labels.into_iter().collect(),
+            backoff_ms: s.backoff_ms.unwrap_or(TaskSpec::default().backoff_ms),
+            pool: s.pool,
+            constraints: s.constraints.into_iter().collect(),
+            deadline_ms: s.deadline_ms,
         }
     }
 }
@@ -60,6 +64,14 @@ impl From<&TaskSpec> for v1::TaskSpec {
             max_attempts: s.max_attempts,
             depends_on: s.depends_on.clone(),
             labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            backoff_ms: Some(s.backoff_ms),
+            pool: s.pool.clone(),
+            constraints: s
+                .constraints
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            deadline_ms: s.deadline_ms,
         }
     }
 }
@@ -107,6 +119,9 @@ impl From<&Attempt> for v1::Attempt {
             finished_at_ms: a.finished_at_ms,
             exit_code: a.exit_code,
             error: a.error.clone(),
+            end: a.end.map(|e| e.as_str().to_string()).unwrap_or_default(),
+            stdout_tail: a.stdout_tail.clone(),
+            stderr_tail: a.stderr_tail.clone(),
         }
     }
 }
@@ -123,6 +138,8 @@ impl From<&Task> for v1::Task {
             updated_at_ms: t.updated_at_ms,
             reason: t.reason.clone(),
             unmet_dependencies: t.unmet_deps,
+            not_before_ms: t.not_before_ms,
+            queued_at_ms: t.queued_at_ms,
         }
     }
 }

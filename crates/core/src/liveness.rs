@@ -1,0 +1,1 @@
+//! The leader's agent-liveness tracker (in memory, never replicated). Being written.

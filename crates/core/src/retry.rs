@@ -1,0 +1,1 @@
+//! Retry back-off. Being written.

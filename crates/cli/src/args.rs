@@ -46,6 +46,9 @@ pub enum Command {
     /// Inspect and change the cluster's membership and leadership.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Run an agent; list, inspect, drain and undrain agents.
+    #[command(subcommand)]
+    Agent(AgentCmd),
     /// Measure the cluster.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -114,6 +117,30 @@ pub enum TaskCmd {
     Watch { id: String },
     /// Wait until a task is terminal. Exit status: 0 succeeded, 1 ended otherwise, 2 error.
     Wait { id: String },
+    /// Print the output of a task's latest (or given) attempt: stdout, then stderr.
+    ///
+    /// Agents report an attempt's output once, when the attempt ends, and only its tail: at
+    /// most the last 16 KiB of each stream. So a running attempt has no output yet, and
+    /// --follow shows output attempt by attempt, not line by line.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub id: String,
+    /// This attempt (1 is the first) instead of the latest one.
+    #[arg(long, value_name = "N", conflicts_with = "follow")]
+    pub attempt: Option<u32>,
+    /// Watch the task: print each attempt's output as the attempt ends, and exit when the task
+    /// is terminal. Exit status then as `task wait`: 0 succeeded, 1 ended otherwise, 2 error.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only stderr.
+    #[arg(long, conflicts_with = "stdout_only")]
+    pub stderr_only: bool,
+    /// Only stdout.
+    #[arg(long)]
+    pub stdout_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +212,127 @@ pub struct ListArgs {
     /// Read the serving master's state without confirming with the leader (may be stale).
     #[arg(long)]
     pub stale: bool,
+    /// Only tasks whose latest attempt is (or was) on this agent. Filtered by this client:
+    /// with --agent, --name or --label, pages are read until --limit tasks match (or all
+    /// pages with --all).
+    #[arg(long, value_name = "ID")]
+    pub agent: Option<String>,
+    /// Only tasks whose name contains this (case-sensitive).
+    #[arg(long, value_name = "SUBSTRING")]
+    pub name: Option<String>,
+    /// Only tasks with this label, KEY=VALUE (repeatable; all must match).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub label: Vec<(String, String)>,
+}
+
+impl ListArgs {
+    /// Whether any filter is applied by this client rather than by the server.
+    pub fn filters_locally(&self) -> bool {
+        self.agent.is_some() || self.name.is_some() || !self.label.is_empty()
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// Run an agent until Ctrl-C or SIGTERM. Settings: flags > TAURUS_AGENT_* env > --config
+    /// file > defaults; the masters come from the global --masters (TAURUS_MASTERS).
+    Start(AgentStartArgs),
+    /// Every registered agent, down ones included, in id order.
+    List {
+        /// Read the serving master's state without confirming with the leader (may be stale).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// One agent: resources, labels and the tasks it holds.
+    Show {
+        id: String,
+        /// Read the serving master's state without confirming with the leader (may be stale).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Give an agent no new work; what it runs now runs to the end.
+    Drain {
+        id: String,
+        /// Why; recorded in the agent.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Let a drained agent take new work again.
+    Undrain { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AgentStartArgs {
+    /// TOML configuration file (see config/).
+    #[arg(long, value_name = "PATH", env = "TAURUS_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This agent's id, unique in the cluster (default: the host name).
+    #[arg(long, env = "TAURUS_AGENT_ID")]
+    pub id: Option<String>,
+    /// Where the agent runs, shown to operators (default: the host name).
+    #[arg(long, env = "TAURUS_AGENT_ADDRESS")]
+    pub address: Option<String>,
+    /// CPU offered, in thousandths of a core (default: the available cores x 1000).
+    #[arg(long, value_name = "MILLIS", env = "TAURUS_AGENT_CPU")]
+    pub cpu: Option<u32>,
+    /// Memory offered, in MiB (default: the machine's memory).
+    #[arg(long, value_name = "MB", env = "TAURUS_AGENT_MEM")]
+    pub mem: Option<u64>,
+    /// Disk offered, in MiB (default: the free space where --work-dir is).
+    #[arg(long, value_name = "MB", env = "TAURUS_AGENT_DISK")]
+    pub disk: Option<u64>,
+    /// Most tasks running at once.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TAURUS_AGENT_MAX_TASKS",
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    pub max_tasks: Option<u32>,
+    /// A label task constraints are matched against, KEY=VALUE (repeatable;
+    /// TAURUS_AGENT_LABELS takes them comma-separated).
+    #[arg(
+        long,
+        value_name = "KEY=VALUE",
+        env = "TAURUS_AGENT_LABELS",
+        value_delimiter = ',',
+        value_parser = parse_key_value
+    )]
+    pub label: Vec<(String, String)>,
+    /// The pool this agent serves (default: the default pool).
+    #[arg(long, env = "TAURUS_AGENT_POOL")]
+    pub pool: Option<String>,
+    /// Directory of the tasks' working directories (default: ./taurus-agent-ID).
+    #[arg(long, value_name = "PATH", env = "TAURUS_AGENT_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Period of heartbeats, e.g. 1s.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "TAURUS_AGENT_HEARTBEAT_INTERVAL",
+        value_parser = parse_duration
+    )]
+    pub heartbeat_interval: Option<Duration>,
+    /// The agent kills its tasks when no heartbeat sent this long ago has been acknowledged,
+    /// e.g. 6s; must stay below the masters' agent_ttl.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "TAURUS_AGENT_LEASE_TIMEOUT",
+        value_parser = parse_duration
+    )]
+    pub lease_timeout: Option<Duration>,
+    /// On shutdown, how long running tasks may go on before they are killed, e.g. 30s.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "TAURUS_AGENT_DRAIN_TIMEOUT",
+        value_parser = parse_duration
+    )]
+    pub drain_timeout: Option<Duration>,
+    /// Log format (the level comes from RUST_LOG).
+    #[arg(long, env = "TAURUS_AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -215,6 +363,33 @@ pub enum ClusterCmd {
 pub enum BenchCmd {
     /// Submit no-op tasks as fast as the cluster acknowledges them.
     Submit(BenchSubmitArgs),
+    /// Submit no-op tasks, wait until the cluster's agents have run them all, and report
+    /// throughput and submit-to-start latency.
+    ///
+    /// The tasks run `taurus:noop`, which agents complete without forking. Completion is
+    /// detected by counting terminal tasks (the count before the run is subtracted), so tasks
+    /// of other clients finishing meanwhile only delay the end: every task of the run is then
+    /// fetched and checked.
+    E2e(BenchE2eArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchE2eArgs {
+    /// Tasks to submit in total.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub tasks: u64,
+    /// Submit requests in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+    /// Tasks per submit request.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+    /// Priority of the tasks.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// Give up when the tasks are not all submitted and terminal within this, e.g. 10m.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub timeout_total: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -324,5 +499,84 @@ mod tests {
         };
         assert_eq!(s.timeout, Some(Duration::from_secs(30)));
         assert_eq!(s.command, ["true"]);
+    }
+
+    #[test]
+    fn agent_start_flags_land_in_their_fields() {
+        let cli = Cli::try_parse_from([
+            "taurus",
+            "--masters",
+            "a:1,b:2",
+            "agent",
+            "start",
+            "--id",
+            "a1",
+            "--cpu",
+            "4000",
+            "--mem",
+            "8192",
+            "--disk",
+            "100",
+            "--max-tasks",
+            "8",
+            "--label",
+            "zone=a",
+            "--label",
+            "gpu=1",
+            "--pool",
+            "batch",
+            "--work-dir",
+            "/tmp/w",
+            "--heartbeat-interval",
+            "500ms",
+            "--lease-timeout",
+            "5s",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.masters, ["a:1", "b:2"]);
+        let Command::Agent(AgentCmd::Start(a)) = cli.command else {
+            panic!("not agent start")
+        };
+        assert_eq!(a.id.as_deref(), Some("a1"));
+        assert_eq!(
+            (a.cpu, a.mem, a.disk, a.max_tasks),
+            (Some(4000), Some(8192), Some(100), Some(8))
+        );
+        assert_eq!(
+            a.label,
+            [
+                ("zone".to_string(), "a".to_string()),
+                ("gpu".to_string(), "1".to_string())
+            ]
+        );
+        assert_eq!(a.pool.as_deref(), Some("batch"));
+        assert_eq!(a.heartbeat_interval, Some(Duration::from_millis(500)));
+        assert_eq!(a.lease_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(a.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn logs_and_list_filter_flags_parse() {
+        let cli = Cli::try_parse_from(["taurus", "task", "logs", "t1", "-f", "--stderr-only"]).unwrap();
+        let Command::Task(TaskCmd::Logs(l)) = cli.command else {
+            panic!("not task logs")
+        };
+        assert!(l.follow && l.stderr_only && !l.stdout_only && l.attempt.is_none());
+        let cli = Cli::try_parse_from([
+            "taurus", "task", "list", "--agent", "a1", "--label", "k=v", "--name", "x",
+        ])
+        .unwrap();
+        let Command::Task(TaskCmd::List(l)) = cli.command else {
+            panic!("not task list")
+        };
+        assert!(l.filters_locally());
+        assert_eq!(l.agent.as_deref(), Some("a1"));
+        let cli = Cli::try_parse_from(["taurus", "task", "list", "--state", "pending"]).unwrap();
+        let Command::Task(TaskCmd::List(l)) = cli.command else {
+            panic!("not task list")
+        };
+        assert!(!l.filters_locally());
     }
 }

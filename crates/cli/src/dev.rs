@@ -1,4 +1,4 @@
-//! `taurus dev`: a local 3-master cluster as child processes, with a demo.
+//! `taurus dev`: a local cluster of 3 masters and 2 agents as child processes, with a demo.
 
 use std::fs::File;
 use std::path::Path;
@@ -20,23 +20,29 @@ use crate::cluster::print_status;
 use crate::task::print_task_table;
 
 const MASTERS: u16 = 3;
+const AGENTS: u16 = 2;
+/// How long the demo waits for its agents to register and its tasks to finish.
+const DEMO_WAIT: Duration = Duration::from_secs(60);
 /// How long to wait for a leader, and the pause between polls of the cluster status.
 const LEADER_WAIT: Duration = Duration::from_secs(30);
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// How long a master gets to stop after SIGTERM before it is killed.
 const GRACE: Duration = Duration::from_secs(5);
 
-struct Master {
-    id: u16,
+/// One child process: a master or an agent.
+struct Proc {
+    /// "master 2", "agent-1".
+    name: String,
     addr: String,
     log: PathBuf,
     child: Child,
     exited: bool,
 }
 
-/// The child masters; dropping it kills any that are still running.
+/// The child processes; dropping it kills any that are still running.
 struct DevCluster {
-    masters: Vec<Master>,
+    masters: Vec<Proc>,
+    agents: Vec<Proc>,
 }
 
 pub async fn run(args: DevArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -63,6 +69,12 @@ pub async fn run(args: DevArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
     let mut cluster = DevCluster::start(&dir, &ports)?;
     let masters: Vec<String> = cluster.masters.iter().map(|m| m.addr.clone()).collect();
     println!("started {} masters: {}", masters.len(), masters.join(", "));
+    cluster.start_agents(&dir, &masters)?;
+    println!(
+        "started {} agents: {}",
+        cluster.agents.len(),
+        cluster.agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
     println!(
         "data and logs: {}{}",
         dir.display(),
@@ -89,7 +101,7 @@ pub async fn run(args: DevArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(130));
         }
     };
-    println!("stopping the masters...");
+    println!("stopping the agents and masters...");
     cluster.stop().await;
     match (outcome, temp) {
         (Ok(()), _) => Ok(ExitCode::SUCCESS),
@@ -129,7 +141,7 @@ impl DevCluster {
             let log = dir.join(format!("master-{id}.log"));
             let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
             let err = out.try_clone()?;
-            let mut command = Command::new(&exe);
+            let mut command = child_command(&exe, out, err);
             command
                 .args([
                     "master",
@@ -142,50 +154,93 @@ impl DevCluster {
                     &peers,
                 ])
                 .arg("--data-dir")
-                .arg(dir.join(format!("master-{id}")))
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                // Own process group: Ctrl-C in the terminal reaches only `taurus dev`, which then
-                // stops the masters in order.
-                .process_group(0)
-                .kill_on_drop(true);
-            #[cfg(target_os = "linux")]
-            // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent: the
-            // master gets SIGTERM if `taurus dev` dies without stopping it (even by SIGKILL).
-            unsafe {
-                command.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                    Ok(())
-                });
-            }
+                .arg(dir.join(format!("master-{id}")));
             let child = command
                 .spawn()
                 .with_context(|| format!("cannot start master {id} ({})", exe.display()))?;
-            masters.push(Master {
-                id,
+            masters.push(Proc {
+                name: format!("master {id}"),
                 addr: addr.clone(),
                 log,
                 child,
                 exited: false,
             });
         }
-        Ok(DevCluster { masters })
+        Ok(DevCluster {
+            masters,
+            agents: Vec::new(),
+        })
     }
 
-    /// Fails if a master has exited.
+    /// Starts the agents, each with its own work directory, pointed at every master.
+    fn start_agents(&mut self, dir: &Path, masters: &[String]) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("cannot find the taurus binary")?;
+        for i in 1..=AGENTS {
+            let name = format!("agent-{i}");
+            let log = dir.join(format!("{name}.log"));
+            let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+            let err = out.try_clone()?;
+            let mut command = child_command(&exe, out, err);
+            command
+                .args(["--masters", &masters.join(","), "agent", "start", "--id", &name])
+                .arg("--work-dir")
+                .arg(dir.join(&name));
+            let child = command
+                .spawn()
+                .with_context(|| format!("cannot start {name} ({})", exe.display()))?;
+            self.agents.push(Proc {
+                name,
+                addr: String::new(),
+                log,
+                child,
+                exited: false,
+            });
+        }
+        Ok(())
+    }
+
+    fn procs_mut(&mut self) -> impl Iterator<Item = &mut Proc> {
+        self.agents.iter_mut().chain(self.masters.iter_mut())
+    }
+
+    /// Fails if a master or an agent has exited.
     fn check_alive(&mut self) -> anyhow::Result<()> {
-        for m in &mut self.masters {
+        for m in self.procs_mut() {
             if let Some(status) = m.child.try_wait()? {
                 m.exited = true;
                 bail!(
-                    "master {} exited during start-up ({status}); see {}",
-                    m.id,
+                    "{} exited during start-up ({status}); see {}",
+                    m.name,
                     m.log.display()
                 );
             }
         }
         Ok(())
+    }
+
+    /// Waits until `n` agents are alive.
+    async fn wait_for_agents(&mut self, client: &Client, n: usize) -> anyhow::Result<()> {
+        let give_up = std::time::Instant::now() + DEMO_WAIT;
+        let mut last = String::from("no answer yet");
+        while std::time::Instant::now() < give_up {
+            self.check_alive()?;
+            match client.list_agents(false).await {
+                Ok(list) => {
+                    let alive = list
+                        .agents
+                        .iter()
+                        .filter(|a| a.state == v1::AgentState::Alive as i32)
+                        .count();
+                    if alive >= n {
+                        return Ok(());
+                    }
+                    last = format!("{alive} of {n} agents registered");
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        bail!("agents did not register within {}s ({last})", DEMO_WAIT.as_secs())
     }
 
     async fn wait_for_leader(&mut self, client: &Client) -> anyhow::Result<v1::ClusterStatus> {
@@ -218,10 +273,10 @@ impl DevCluster {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                    for m in self.masters.iter_mut().filter(|m| !m.exited) {
+                    for m in self.procs_mut().filter(|m| !m.exited) {
                         if let Ok(Some(status)) = m.child.try_wait() {
                             m.exited = true;
-                            eprintln!("note: master {} exited ({status}); see {}", m.id, m.log.display());
+                            eprintln!("note: {} exited ({status}); see {}", m.name, m.log.display());
                         }
                     }
                 }
@@ -229,34 +284,59 @@ impl DevCluster {
         }
     }
 
-    /// SIGTERM to every master, then SIGKILL to those still running after the grace period.
+    /// Stops the agents (they kill their tasks and flush their reports), then the masters.
     async fn stop(&mut self) {
-        for m in &mut self.masters {
-            if let (Ok(None), Some(pid)) = (m.child.try_wait(), m.child.id()) {
-                // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory is involved.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-            }
-        }
-        for m in &mut self.masters {
-            match tokio::time::timeout(GRACE, m.child.wait()).await {
-                Ok(_) => {}
-                Err(_) => {
-                    eprintln!(
-                        "master {} did not stop within {}s; killing it",
-                        m.id,
-                        GRACE.as_secs()
-                    );
-                    let _ = m.child.kill().await;
-                }
-            }
+        stop_all(&mut self.agents).await;
+        stop_all(&mut self.masters).await;
+    }
+}
+
+/// SIGTERM to every process, then SIGKILL to those still running after the grace period.
+async fn stop_all(procs: &mut [Proc]) {
+    for m in procs.iter_mut() {
+        if let (Ok(None), Some(pid)) = (m.child.try_wait(), m.child.id()) {
+            // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory is involved.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
         }
     }
+    for m in procs.iter_mut() {
+        if tokio::time::timeout(GRACE, m.child.wait()).await.is_err() {
+            eprintln!("{} did not stop within {}s; killing it", m.name, GRACE.as_secs());
+            let _ = m.child.kill().await;
+        }
+    }
+}
+
+/// A child process of `taurus dev`, logging to `out`/`err`.
+fn child_command(exe: &Path, out: File, err: File) -> Command {
+    let mut command = Command::new(exe);
+    command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        // Own process group: Ctrl-C in the terminal reaches only `taurus dev`, which then stops
+        // the agents and masters in order.
+        .process_group(0)
+        .kill_on_drop(true);
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent: the child gets
+    // SIGTERM if `taurus dev` dies without stopping it (even by SIGKILL).
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    command
 }
 
 async fn demo(cluster: &mut DevCluster, masters: &[String]) -> anyhow::Result<()> {
     let client = Client::new(masters.to_vec())?.with_deadline(Duration::from_secs(1));
     let status = cluster.wait_for_leader(&client).await?;
     println!("master {} is the leader (term {})", status.leader, status.term);
+
+    cluster.wait_for_agents(&client, AGENTS as usize).await?;
+    println!("{AGENTS} agents registered");
 
     let client = client.with_deadline(Duration::from_secs(10));
     let spec = |name: &str, command: &[&str], priority: i32| v1::TaskSpec {
@@ -274,18 +354,38 @@ async fn demo(cluster: &mut DevCluster, masters: &[String]) -> anyhow::Result<()
     tasks[1].labels.insert("stage".into(), "build".into());
     taurus_client::fill_missing_ids(&mut tasks);
     tasks[2].depends_on = vec![tasks[1].id.clone()];
+    let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
     let submitted = client.submit(tasks).await?;
     println!(
-        "submitted {} demo tasks (deploy waits for build) in log entry {}",
+        "submitted {} demo tasks (deploy waits for build) in log entry {}; waiting for them to run...",
         submitted.results.len(),
         submitted.log_index
     );
+    let mut finished = Vec::new();
+    for id in &ids {
+        let task = tokio::time::timeout(DEMO_WAIT, client.wait_task(id))
+            .await
+            .with_context(|| format!("task {id} did not finish within {}s", DEMO_WAIT.as_secs()))??;
+        finished.push(task);
+    }
 
     println!();
     print_status(&client.cluster_status().await?);
     println!();
-    let list = client.list_tasks(&[], 100, "", false).await?;
-    print_task_table(&list.tasks);
+    print_task_table(&finished);
+    for t in &finished {
+        let (Some(spec), Some(attempt)) = (&t.spec, t.attempts.last()) else {
+            continue;
+        };
+        println!(
+            "  {:<8} ran on {} (attempt {}), exit {}: {}",
+            spec.name,
+            attempt.agent_id,
+            attempt.number,
+            attempt.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            attempt.stdout_tail.trim_end()
+        );
+    }
     Ok(())
 }
 
@@ -299,13 +399,14 @@ The cluster is running. In another terminal (taurus is {exe}):
 
   export TAURUS_MASTERS={}
   taurus task submit --name hi -- echo hi     # prints the task id
+  taurus task wait ID && taurus task logs ID
   taurus task list
-  taurus task get ID
-  taurus task watch ID
+  taurus task get ID                           # every attempt, exit code, agent
+  taurus agent list
   taurus cluster status
-  taurus bench submit --tasks 10000 --concurrency 32
+  taurus bench e2e --tasks 20000               # no-op tasks through the agents
 
-Logs: {}/master-N.log. Press Ctrl-C to stop the cluster.",
+Logs: {}/master-N.log and agent-N.log. Press Ctrl-C to stop the cluster.",
         masters.join(","),
         dir.display()
     );

@@ -1,10 +1,13 @@
 //! `taurus`: the command-line interface of Taurus.
 //!
-//! `taurus master start` runs a master; `task`, `cluster` and `bench` talk to a running cluster
-//! through `taurus-client`; `dev` starts a local 3-master cluster. Errors are one `error: ...`
-//! line on stderr. Exit status: 0 success, 2 error, and for `task wait` 1 when the task ended
-//! in a state other than succeeded.
+//! `taurus master start` runs a master and `taurus agent start` an agent; `task`, `cluster`,
+//! `agent` and `bench` talk to a running cluster through `taurus-client`; `dev` starts a local
+//! 3-master cluster. Errors are one `error: ...` line on stderr. Exit status: 0 success, 2
+//! error, and for `task wait` and `task logs --follow` 1 when the task ended in a state other
+//! than succeeded.
 
+mod agent;
+mod agent_start;
 mod args;
 mod bench;
 mod cluster;
@@ -72,6 +75,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Master(cmd) => master::run(cmd).await,
         Command::Task(cmd) => task::run(cmd, &ctx).await,
         Command::Cluster(cmd) => cluster::run(cmd, &ctx).await,
+        Command::Agent(cmd) => agent::run(cmd, &ctx).await,
         Command::Bench(cmd) => bench::run(cmd, &ctx).await,
         Command::Dev(args) => dev::run(args, &ctx).await,
     }

@@ -30,6 +30,26 @@ pub fn time_ms(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
+/// `1m 30s` for a number of milliseconds.
+pub fn duration_ms(ms: u64) -> String {
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
+}
+
+/// `k=v, k2=v2`, or `-` when empty.
+pub fn pairs<'a>(m: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    let joined: Vec<String> = m.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if joined.is_empty() {
+        "-".into()
+    } else {
+        joined.join(", ")
+    }
+}
+
+/// The agent of a task's latest attempt, or `""` when it has none.
+pub fn latest_agent(task: &v1::Task) -> &str {
+    task.attempts.last().map_or("", |a| a.agent_id.as_str())
+}
+
 /// A task as the CLI prints it in JSON.
 #[derive(Debug, Serialize)]
 pub struct TaskView {
@@ -53,6 +73,18 @@ pub struct TaskView {
     pub reason: String,
     pub submitted_at_ms: u64,
     pub updated_at_ms: u64,
+    /// Agent pool the task must run in; empty: any.
+    pub pool: String,
+    /// Agent labels the task requires (all must match).
+    pub constraints: BTreeMap<String, String>,
+    /// First retry delay; `null`: the default (1000 ms).
+    pub backoff_ms: Option<u64>,
+    /// Hard deadline after submission; 0: none.
+    pub deadline_ms: u64,
+    /// A pending task waits for its retry back-off until then; 0: not waiting.
+    pub not_before_ms: u64,
+    /// When it last became runnable.
+    pub queued_at_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,6 +104,12 @@ pub struct AttemptView {
     pub finished_at_ms: Option<u64>,
     pub exit_code: Option<i32>,
     pub error: String,
+    /// How the attempt ended (succeeded, failed, timed_out, killed, cancelled, lost, moved);
+    /// empty while it is current.
+    pub end: String,
+    /// The last bytes of its stdout (reported when it ended).
+    pub stdout_tail: String,
+    pub stderr_tail: String,
 }
 
 impl From<&v1::Task> for TaskView {
@@ -102,6 +140,12 @@ impl From<&v1::Task> for TaskView {
             reason: t.reason.clone(),
             submitted_at_ms: t.submitted_at_ms,
             updated_at_ms: t.updated_at_ms,
+            pool: spec.pool,
+            constraints: spec.constraints.into_iter().collect(),
+            backoff_ms: spec.backoff_ms,
+            deadline_ms: spec.deadline_ms,
+            not_before_ms: t.not_before_ms,
+            queued_at_ms: t.queued_at_ms,
         }
     }
 }
@@ -117,6 +161,9 @@ impl From<&v1::Attempt> for AttemptView {
             finished_at_ms: a.finished_at_ms,
             exit_code: a.exit_code,
             error: a.error.clone(),
+            end: a.end.clone(),
+            stdout_tail: a.stdout_tail.clone(),
+            stderr_tail: a.stderr_tail.clone(),
         }
     }
 }
@@ -268,6 +315,9 @@ mod tests {
         assert_eq!(json["state"], "cancelled");
         assert_eq!(json["attempts"], 1);
         assert_eq!(json["attempt_history"][0]["number"], 1);
+        for field in ["end", "stdout_tail", "stderr_tail", "fencing_token"] {
+            assert!(json["attempt_history"][0].get(field).is_some(), "{field}");
+        }
         for field in [
             "id",
             "name",
@@ -280,6 +330,11 @@ mod tests {
             "reason",
             "submitted_at_ms",
             "updated_at_ms",
+            "pool",
+            "constraints",
+            "backoff_ms",
+            "deadline_ms",
+            "not_before_ms",
         ] {
             assert!(json.get(field).is_some(), "{field}");
         }
@@ -300,5 +355,9 @@ mod tests {
         assert_eq!(time_ms(1_000), "1970-01-01T00:00:01.000Z");
         assert_eq!(truncate("abcdef", 4), "abc…");
         assert_eq!(truncate("abc", 4), "abc");
+        assert_eq!(duration_ms(90_000), "1m 30s");
+        let m: BTreeMap<String, String> = [("a".into(), "1".into()), ("b".into(), "2".into())].into();
+        assert_eq!(pairs(&m), "a=1, b=2");
+        assert_eq!(pairs(&BTreeMap::new()), "-");
     }
 }

@@ -63,10 +63,148 @@ fn master_start_reports_configuration_errors() {
 fn help_and_version_succeed() {
     let r = run(&["--help"]);
     assert_eq!(r.code, Some(0), "{r:?}");
-    for noun in ["master", "task", "cluster", "bench", "dev"] {
+    for noun in ["master", "task", "cluster", "agent", "bench", "dev"] {
         assert!(r.stdout.contains(noun), "{noun}: {r:?}");
     }
     let r = run(&["--version"]);
     assert_eq!(r.code, Some(0), "{r:?}");
     assert!(r.stdout.starts_with("taurus "), "{r:?}");
+}
+
+/// A master address where nothing listens: commands that parse fail at the first request.
+const NOWHERE: &str = "127.0.0.1:1";
+
+/// Asserts the command line parsed: the run failed only at its first request to the cluster.
+fn assert_parsed_and_reached_for_the_cluster(r: &common::Run, op: &str) {
+    assert_one_error_line(r, op);
+    assert!(!r.stderr.contains("unexpected argument"), "{r:?}");
+    assert!(!r.stderr.contains("required"), "{r:?}");
+}
+
+fn run_nowhere(args: &[&str]) -> common::Run {
+    let mut argv = vec!["--masters", NOWHERE, "--timeout", "300ms"];
+    argv.extend_from_slice(args);
+    run(&argv)
+}
+
+#[test]
+fn agent_subcommands_parse() {
+    let r = run_nowhere(&["agent", "list"]);
+    assert_parsed_and_reached_for_the_cluster(&r, "list agents");
+    let r = run_nowhere(&["agent", "list", "--stale", "--json"]);
+    assert_parsed_and_reached_for_the_cluster(&r, "list agents");
+    let r = run_nowhere(&["agent", "show", "a1", "--stale"]);
+    assert_parsed_and_reached_for_the_cluster(&r, "get agent");
+    let r = run_nowhere(&["agent", "drain", "a1", "--reason", "kernel upgrade"]);
+    assert_parsed_and_reached_for_the_cluster(&r, "drain agent");
+    let r = run_nowhere(&["agent", "undrain", "a1"]);
+    assert_parsed_and_reached_for_the_cluster(&r, "undrain agent");
+    assert_one_error_line(&run(&["agent", "show"]), "<ID>");
+    assert_one_error_line(&run(&["agent", "undrain", "a1", "--reason", "x"]), "--reason");
+    let r = run(&["agent", "--help"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    for verb in ["start", "list", "show", "drain", "undrain"] {
+        assert!(r.stdout.contains(verb), "{verb}: {r:?}");
+    }
+}
+
+#[test]
+fn agent_start_flags_parse_and_bad_ones_are_rejected() {
+    let r = run(&["agent", "start", "--help"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    for flag in [
+        "--config",
+        "--id",
+        "--cpu",
+        "--mem",
+        "--disk",
+        "--max-tasks",
+        "--label",
+        "--pool",
+        "--work-dir",
+        "--heartbeat-interval",
+        "--lease-timeout",
+        "--log-format",
+        "TAURUS_AGENT_ID",
+    ] {
+        assert!(r.stdout.contains(flag), "{flag}: {r:?}");
+    }
+    let r = run(&["agent", "start", "--label", "nokey"]);
+    assert_one_error_line(&r, "--label");
+    assert!(r.stderr.contains("KEY=VALUE"), "{r:?}");
+    assert_one_error_line(&run(&["agent", "start", "--cpu", "lots"]), "--cpu");
+    assert_one_error_line(&run(&["agent", "start", "--max-tasks", "0"]), "--max-tasks");
+    assert_one_error_line(
+        &run(&["agent", "start", "--heartbeat-interval", "often"]),
+        "--heartbeat-interval",
+    );
+    assert_one_error_line(&run(&["agent", "start", "--log-format", "xml"]), "--log-format");
+    let r = common::taurus()
+        .args(["agent", "start"])
+        .env("TAURUS_AGENT_LABELS", "zone=a,bad")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("taurus runs");
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_ne!(r.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("KEY=VALUE"), "{stderr}");
+}
+
+#[test]
+fn task_logs_flags() {
+    let r = run_nowhere(&["task", "logs", "t1"]);
+    assert_parsed_and_reached_for_the_cluster(&r, "get task");
+    let r = run_nowhere(&["task", "logs", "t1", "--attempt", "2", "--stderr-only"]);
+    assert_parsed_and_reached_for_the_cluster(&r, "get task");
+    let r = run_nowhere(&["task", "logs", "t1", "--follow", "--stdout-only"]);
+    assert_parsed_and_reached_for_the_cluster(&r, "watch task");
+    let r = run(&["task", "logs", "t1", "--stdout-only", "--stderr-only"]);
+    assert_one_error_line(&r, "cannot be used with");
+    let r = run(&["task", "logs", "t1", "--attempt", "1", "--follow"]);
+    assert_one_error_line(&r, "cannot be used with");
+    assert_one_error_line(&run(&["task", "logs", "t1", "--attempt", "x"]), "--attempt");
+    assert_one_error_line(&run(&["task", "logs"]), "<ID>");
+    let r = run(&["task", "logs", "--help"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stdout.contains("16 KiB"), "{r:?}");
+    assert!(r.stdout.contains("attempt by attempt"), "{r:?}");
+}
+
+#[test]
+fn task_list_filters_parse_and_bad_labels_are_rejected() {
+    let r = run_nowhere(&[
+        "task", "list", "--agent", "a1", "--name", "nightly", "--label", "k=v", "--label", "x=y", "--state",
+        "running",
+    ]);
+    assert_parsed_and_reached_for_the_cluster(&r, "list tasks");
+    let r = run(&["task", "list", "--label", "novalue"]);
+    assert_one_error_line(&r, "--label");
+    assert!(r.stderr.contains("KEY=VALUE"), "{r:?}");
+}
+
+#[test]
+fn bench_e2e_rejects_zero_tasks_and_parses_its_flags() {
+    let r = run(&["bench", "e2e", "--tasks", "0"]);
+    assert_one_error_line(&r, "--tasks");
+    assert_one_error_line(&run(&["bench", "e2e", "--concurrency", "0"]), "--concurrency");
+    assert_one_error_line(&run(&["bench", "e2e", "--batch", "0"]), "--batch");
+    assert_one_error_line(
+        &run(&["bench", "e2e", "--timeout-total", "forever"]),
+        "--timeout-total",
+    );
+    let r = run_nowhere(&[
+        "bench",
+        "e2e",
+        "--tasks",
+        "10",
+        "--concurrency",
+        "2",
+        "--batch",
+        "5",
+        "--priority",
+        "-1",
+        "--timeout-total",
+        "1m",
+    ]);
+    assert_parsed_and_reached_for_the_cluster(&r, "cluster status");
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use taurus_core::TaskState;
 use taurus_protocol::v1;
+use taurus_protocol::v1::agent_service_client::AgentServiceClient;
 use taurus_protocol::v1::cluster_service_client::ClusterServiceClient;
 use taurus_protocol::v1::task_service_client::TaskServiceClient;
 use tokio::sync::mpsc;
@@ -450,6 +451,55 @@ impl Client {
             })
             .await?;
         Ok(status)
+    }
+}
+
+impl Client {
+    /// Every registered agent (down ones included), in id order.
+    pub async fn list_agents(&self, stale: bool) -> Result<v1::ListAgentsResponse, ClientError> {
+        let req = v1::ListAgentsRequest {
+            consistency: consistency(stale),
+        };
+        self.call("list agents", |ch| async move {
+            AgentServiceClient::new(ch).list_agents(req).await
+        })
+        .await
+    }
+
+    /// One agent, with the ids of the tasks assigned to or running on it.
+    pub async fn get_agent(&self, id: &str, stale: bool) -> Result<v1::AgentInfo, ClientError> {
+        let req = v1::GetAgentRequest {
+            id: id.to_string(),
+            consistency: consistency(stale),
+        };
+        let response = self
+            .call("get agent", |ch| {
+                let req = req.clone();
+                async move { AgentServiceClient::new(ch).get_agent(req).await }
+            })
+            .await?;
+        response
+            .agent
+            .ok_or_else(|| ClientError::invalid_response("get agent", "no agent in the answer"))
+    }
+
+    /// Drains (`drain = true`: no new work) or undrains an agent.
+    pub async fn set_agent_drain(
+        &self,
+        id: &str,
+        drain: bool,
+        reason: &str,
+    ) -> Result<v1::AgentInfo, ClientError> {
+        let req = v1::SetAgentDrainRequest {
+            id: id.to_string(),
+            drain,
+            reason: reason.to_string(),
+        };
+        self.call(if drain { "drain agent" } else { "undrain agent" }, |ch| {
+            let req = req.clone();
+            async move { AgentServiceClient::new(ch).set_agent_drain(req).await }
+        })
+        .await
     }
 }
 

@@ -16,7 +16,7 @@ use serde::Serialize;
 pub enum RejectKind {
     /// The input is malformed or refers to something that does not exist (`INVALID_ARGUMENT`).
     InvalidArgument,
-    /// The named task does not exist (`NOT_FOUND`).
+    /// The named task or agent does not exist (`NOT_FOUND`).
     NotFound,
     /// The state does not allow it right now (`FAILED_PRECONDITION`).
     FailedPrecondition,
@@ -43,6 +43,14 @@ impl Rejection {
     pub fn not_found(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             kind: RejectKind::NotFound,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn failed_precondition(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: RejectKind::FailedPrecondition,
             field: field.into(),
             message: message.into(),
         }

@@ -1,4 +1,4 @@
-//! The replicated state machine: every task, and the indexes the scheduler needs.
+//! The replicated state machine: every task and agent, and the indexes the scheduler needs.
 //!
 //! [`State::apply`] is a deterministic function of (state, log index, command). It never reads a
 //! clock, never does I/O, never panics on input: anything a command gets wrong comes back as a
@@ -8,33 +8,82 @@
 //! `State` is O(1): snapshots clone it under a brief lock and encode it elsewhere, instead of
 //! stalling apply (and, on 2 cores, the whole runtime) while a large state is serialized.
 //!
-//! Indexes kept beside the task map (all derived, rebuilt from the tasks on snapshot load):
-//! - `runnable`: pending tasks whose dependencies have all succeeded, ordered by priority
-//!   (highest first) then submission order. This is the scheduler's queue.
+//! Indexes kept beside the task and agent maps (all derived, rebuilt from the tasks on snapshot
+//! load):
+//! - `runnable`: pending tasks whose dependencies have all succeeded and whose back-off has
+//!   passed, ordered by priority (highest first) then submission order. This is the scheduler's
+//!   queue.
+//! - `runnable_by_seq`: the same tasks, oldest submission first, so the scheduler can look at the
+//!   longest waiters (priority ageing) without walking the whole queue.
+//! - `delayed`: pending tasks whose dependencies have succeeded but that wait out a retry
+//!   back-off, by `not_before_ms`. [`Command::Tick`] moves the due ones to `runnable`.
+//! - `deadlines`: tasks that are not terminal and have a hard deadline, by
+//!   [`Task::deadline_at_ms`]. [`Command::Tick`] ends the passed ones as timed out.
 //! - `dependents`: reverse dependency edges of tasks that are not terminal yet.
 //! - `by_state`: ids per state, for listing with a state filter without scanning everything.
+//! - `by_agent`: per agent, the tasks assigned to or running on it with their fencing tokens:
+//!   what the agent should be running now.
+//!
+//! A snapshot carries no clock reading, so which queue a pending task is in must follow from the
+//! task alone. It does: a task becomes runnable only inside a command that carries `now`, and at
+//! that moment its `not_before_ms` is reset to 0. A pending task with no unmet dependency is
+//! therefore in `runnable` when `not_before_ms == 0` and in `delayed` otherwise.
+//!
+//! # Attempts and agents
+//! ```text
+//!  pending ──Assign──▶ assigned ──Started──▶ running ──Finished──▶ succeeded
+//!   ▲   ▲                 │  │                  │
+//!   │   └──── lost ───────┘  └─ Assign move ─┐  ├── failed / timed out / killed: retry when
+//!   │   (agent down or re-registered)        │  │   attempts are left (after a back-off),
+//!   │                                        ▼  │   otherwise failed / timed_out
+//!   └─────────── retry ◀─────────────────────── ┘
+//! ```
+//! An attempt ends in exactly one of these ways: the agent reports its end (`Report` Finished),
+//! the state machine takes it away (agent down or re-registered: `Lost`; moved before it started:
+//! `Moved`), or the task ends under it (cancel, hard deadline: `Cancelled`). Each way takes the
+//! task off its agent's books (`Agent::used`, `Agent::tasks`, `by_agent`) exactly once, so an
+//! agent's books always equal the sum over the tasks it holds; a down agent holds nothing.
+//!
+//! Fencing: every attempt's token is the log index of the `Assign` entry that created it. A
+//! report is accepted only for the task's current token from the agent it was given to; a retry
+//! of a report already accepted is answered `Duplicate`, anything else `Stale`, which tells the
+//! agent to stop and forget the attempt.
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::collections::HashSet;
+use std::ops::Bound;
 
 use imbl::OrdMap;
 use imbl::OrdSet;
-use std::ops::Bound;
-
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::command::AgentStateChanged;
 use crate::command::CancelOutcome;
 use crate::command::Command;
+use crate::command::Placement;
+use crate::command::Registered;
+use crate::command::ReportEvent;
+use crate::command::ReportOutcome;
 use crate::command::Response;
 use crate::command::SubmitRequest;
 use crate::command::Submitted;
+use crate::command::TaskReport;
+use crate::command::Ticked;
 use crate::error::CoreError;
 use crate::error::Rejection;
+use crate::retry;
+use crate::types::Agent;
+use crate::types::AgentId;
+use crate::types::AgentInfo;
+use crate::types::AgentState;
+use crate::types::Attempt;
+use crate::types::AttemptEnd;
 use crate::types::LogIndex;
+use crate::types::Resources;
 use crate::types::Task;
 use crate::types::TaskId;
 use crate::types::TaskSpec;
@@ -45,21 +94,33 @@ use crate::validate;
 /// Key of the runnable queue: priority descending, then first come first served.
 type RunnableKey = (Reverse<i32>, u64, TaskId);
 
-/// The whole replicated state of a Taurus cluster (tasks; agents arrive with the scheduler).
+/// The whole replicated state of a Taurus cluster: tasks, agents and their indexes.
 #[derive(Clone, Debug, Default)]
 pub struct State {
     tasks: OrdMap<TaskId, Task>,
+    /// Pending, dependencies met, back-off passed: priority order.
     runnable: OrdSet<RunnableKey>,
+    /// The same tasks as `runnable`, `(seq, id)`: oldest first.
+    runnable_by_seq: OrdSet<(u64, TaskId)>,
+    /// Pending, dependencies met, waiting for `not_before_ms`: `(not_before_ms, id)`.
+    delayed: OrdSet<(UnixMillis, TaskId)>,
+    /// Not terminal, with a hard deadline: `(deadline_at_ms, id)`.
+    deadlines: OrdSet<(UnixMillis, TaskId)>,
     dependents: imbl::HashMap<TaskId, Vec<TaskId>>,
     by_state: [OrdSet<TaskId>; 7],
+    agents: OrdMap<AgentId, Agent>,
+    /// Tasks assigned to or running on each agent, with their fencing tokens. Agents holding
+    /// nothing have no entry.
+    by_agent: OrdMap<AgentId, OrdMap<TaskId, LogIndex>>,
     next_seq: u64,
 }
 
-/// What a snapshot holds: the tasks and the counters. Indexes are rebuilt on load.
+/// What a snapshot holds: the tasks, the agents and the counters. Indexes are rebuilt on load.
 #[derive(Serialize)]
 pub struct StateImageRef<'a> {
     pub next_seq: u64,
     pub tasks: Vec<&'a Task>,
+    pub agents: Vec<&'a Agent>,
 }
 
 /// The owned form of [`StateImageRef`], for loading a snapshot.
@@ -67,6 +128,9 @@ pub struct StateImageRef<'a> {
 pub struct StateImage {
     pub next_seq: u64,
     pub tasks: Vec<Task>,
+    /// Missing from snapshots taken before agents existed.
+    #[serde(default)]
+    pub agents: Vec<Agent>,
 }
 
 /// One page of [`State::list`].
@@ -95,8 +159,32 @@ impl State {
             Command::CancelTask { id, reason, now_ms } => {
                 Response::Cancel(self.cancel(index, now_ms, &id, reason))
             }
-            // TODO(issue 3): being written.
-            _ => Response::None,
+            // A new incarnation: the previous one's work is lost.
+            Command::RegisterAgent { agent, now_ms } => {
+                Response::Registered(self.register_agent(index, now_ms, agent))
+            }
+            // Drain, undrain, or declare down (which loses the agent's work).
+            Command::SetAgentState {
+                id,
+                epoch,
+                state,
+                reason,
+                now_ms,
+            } => Response::AgentState(self.set_agent_state(index, now_ms, &id, epoch, state, reason)),
+            // Each placement is checked and applied on its own, in order.
+            Command::Assign { placements, now_ms } => {
+                Response::Assigned(self.assign(index, now_ms, placements))
+            }
+            // Each report is answered on its own, in order.
+            Command::Report { reports, now_ms } => Response::Reported(
+                reports
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| self.report(index, now_ms, i, r))
+                    .collect(),
+            ),
+            // Deadlines first, so a task both due and expired ends rather than being released.
+            Command::Tick { now_ms } => Response::Ticked(self.tick(index, now_ms)),
         }
     }
 
@@ -122,6 +210,61 @@ impl State {
     /// Runnable task ids, highest priority first, then in submission order.
     pub fn runnable(&self) -> impl Iterator<Item = &TaskId> + '_ {
         self.runnable.iter().map(|(_, _, id)| id)
+    }
+
+    /// Runnable tasks, highest priority first, then in submission order.
+    pub fn runnable_tasks(&self) -> impl Iterator<Item = &Task> + '_ {
+        self.runnable.iter().filter_map(|(_, _, id)| self.tasks.get(id))
+    }
+
+    /// Runnable tasks, oldest submission first (for priority ageing).
+    pub fn runnable_oldest(&self) -> impl Iterator<Item = &Task> + '_ {
+        self.runnable_by_seq
+            .iter()
+            .filter_map(|(_, id)| self.tasks.get(id))
+    }
+
+    /// Number of runnable tasks.
+    pub fn runnable_len(&self) -> usize {
+        self.runnable.len()
+    }
+
+    /// Number of pending tasks waiting out a back-off.
+    pub fn delayed_len(&self) -> usize {
+        self.delayed.len()
+    }
+
+    /// When the next [`Command::Tick`] has something to do: the earliest of the first delayed
+    /// task's `not_before_ms` and the first hard deadline. The leader proposes a tick once this is
+    /// at or before its clock.
+    pub fn next_due_ms(&self) -> Option<UnixMillis> {
+        let delayed = self.delayed.get_min().map(|(at, _)| *at);
+        let deadline = self.deadlines.get_min().map(|(at, _)| *at);
+        delayed.into_iter().chain(deadline).min()
+    }
+
+    /// Looks an agent up.
+    pub fn agent(&self, id: &str) -> Option<&Agent> {
+        self.agents.get(id)
+    }
+
+    /// Every agent (in every state), in id order.
+    pub fn agents(&self) -> impl Iterator<Item = &Agent> + '_ {
+        self.agents.values()
+    }
+
+    /// Number of agents in `state`.
+    pub fn agent_count(&self, state: AgentState) -> usize {
+        self.agents.values().filter(|a| a.state == state).count()
+    }
+
+    /// What agent `id` should be running now: its assigned and running tasks, in id order, each
+    /// with the fencing token of its current attempt.
+    pub fn agent_tasks<'a>(&'a self, id: &str) -> impl Iterator<Item = (&'a TaskId, LogIndex)> + use<'a> {
+        self.by_agent
+            .get(id)
+            .into_iter()
+            .flat_map(|held| held.iter().map(|(task, token)| (task, *token)))
     }
 
     /// Tasks in id order, strictly after `after`, optionally only those in `states`, at most
@@ -170,42 +313,95 @@ impl State {
         StateImageRef {
             next_seq: self.next_seq,
             tasks: self.tasks.values().collect(),
+            agents: self.agents.values().collect(),
         }
     }
 
-    /// Rebuilds a state, indexes included, from a snapshot image.
+    /// Rebuilds a state, indexes included, from a snapshot image. Checks what it can cheaply:
+    /// no task or agent twice, sequence numbers below `next_seq`, every assigned or running task
+    /// on a known agent, and every agent's books matching the tasks it holds.
     pub fn from_image(image: StateImage) -> Result<Self, CoreError> {
         let mut state = State {
             next_seq: image.next_seq,
             ..State::default()
         };
+        for agent in image.agents {
+            if state.agents.contains_key(&agent.info.id) {
+                return Err(CoreError::CorruptSnapshot(format!(
+                    "agent {} appears twice",
+                    agent.info.id
+                )));
+            }
+            state.agents.insert(agent.info.id.clone(), agent);
+        }
+        // What the tasks say each agent holds, checked against the agents' own books below.
+        let mut books: BTreeMap<AgentId, (Resources, u32)> = BTreeMap::new();
         for task in image.tasks {
+            let id = task.spec.id.clone();
             if task.seq >= state.next_seq {
                 return Err(CoreError::CorruptSnapshot(format!(
-                    "task {} has seq {} >= next_seq {}",
-                    task.spec.id, task.seq, state.next_seq
+                    "task {id} has seq {} >= next_seq {}",
+                    task.seq, state.next_seq
                 )));
             }
-            if state.tasks.contains_key(&task.spec.id) {
-                return Err(CoreError::CorruptSnapshot(format!(
-                    "task {} appears twice",
-                    task.spec.id
-                )));
+            if state.tasks.contains_key(&id) {
+                return Err(CoreError::CorruptSnapshot(format!("task {id} appears twice")));
             }
-            state.by_state[task.state.index()].insert(task.spec.id.clone());
-            if task.state == TaskState::Pending && task.unmet_deps == 0 {
-                state.runnable.insert(runnable_key(&task));
-            }
-            if !task.state.is_terminal() && task.unmet_deps > 0 {
-                for dep in &task.spec.depends_on {
+            state.by_state[task.state.index()].insert(id.clone());
+            match task.state {
+                TaskState::Pending if task.unmet_deps == 0 => {
+                    // See the module docs: `not_before_ms` is 0 exactly when the task is runnable.
+                    if task.not_before_ms == 0 {
+                        state.runnable.insert(runnable_key(&task));
+                        state.runnable_by_seq.insert((task.seq, id.clone()));
+                    } else {
+                        state.delayed.insert((task.not_before_ms, id.clone()));
+                    }
+                }
+                TaskState::Assigned | TaskState::Running => {
+                    let Some(attempt) = task.attempts.last().filter(|a| a.end.is_none()) else {
+                        return Err(CoreError::CorruptSnapshot(format!(
+                            "task {id} is {} without a current attempt",
+                            task.state
+                        )));
+                    };
+                    if !state.agents.contains_key(&attempt.agent_id) {
+                        return Err(CoreError::CorruptSnapshot(format!(
+                            "task {id} is on unknown agent {}",
+                            attempt.agent_id
+                        )));
+                    }
                     state
-                        .dependents
-                        .entry(dep.clone())
+                        .by_agent
+                        .entry(attempt.agent_id.clone())
                         .or_default()
-                        .push(task.spec.id.clone());
+                        .insert(id.clone(), attempt.fencing_token);
+                    let book = books.entry(attempt.agent_id.clone()).or_default();
+                    book.0 = plus(book.0, &task.spec.resources);
+                    book.1 = book.1.saturating_add(1);
+                }
+                _ => {}
+            }
+            if !task.state.is_terminal() {
+                if let Some(at) = task.deadline_at_ms() {
+                    state.deadlines.insert((at, id.clone()));
+                }
+                if task.unmet_deps > 0 {
+                    for dep in &task.spec.depends_on {
+                        state.dependents.entry(dep.clone()).or_default().push(id.clone());
+                    }
                 }
             }
-            state.tasks.insert(task.spec.id.clone(), task);
+            state.tasks.insert(id, task);
+        }
+        for agent in state.agents.values() {
+            let (used, tasks) = books.get(&agent.info.id).copied().unwrap_or_default();
+            if agent.used != used || agent.tasks != tasks {
+                return Err(CoreError::CorruptSnapshot(format!(
+                    "agent {} books {} tasks using {:?}, but holds {tasks} using {used:?}",
+                    agent.info.id, agent.tasks, agent.used
+                )));
+            }
         }
         // Edges to dependencies that have already succeeded were released when they succeeded.
         state
@@ -316,18 +512,20 @@ impl State {
         };
         self.next_seq += 1;
         if task.state == TaskState::Pending {
-            if task.unmet_deps == 0 {
-                self.runnable.insert(runnable_key(&task));
-            } else {
+            if task.unmet_deps > 0 {
                 for dep in &task.spec.depends_on {
                     if self.tasks.get(dep).is_some_and(|d| !d.state.is_terminal()) {
                         self.dependents.entry(dep.clone()).or_default().push(id.clone());
                     }
                 }
             }
+            if let Some(at) = task.deadline_at_ms() {
+                self.deadlines.insert((at, id.clone()));
+            }
         }
         self.by_state[task.state.index()].insert(id.clone());
         self.tasks.insert(id.clone(), task);
+        self.enqueue(&id, now_ms);
         Submitted {
             id,
             created: true,
@@ -366,6 +564,8 @@ impl State {
         } else {
             reason
         };
+        // An assigned or running attempt ends `Cancelled` in `finish`; its agent learns it from
+        // its assignment stream (the task disappears from what it should run).
         self.finish(index, now_ms, id, TaskState::Cancelled, reason);
         Ok(CancelOutcome {
             id: id.to_string(),
@@ -377,26 +577,27 @@ impl State {
 
     /// Moves a non-terminal task to a terminal state and settles its dependents: released when it
     /// succeeded, cancelled or failed (transitively) otherwise, with the reason naming it.
+    ///
+    /// Every terminal transition goes through here, so this is where a task leaves the queues
+    /// and the deadline index, and where an attempt still open (cancel, hard deadline) ends
+    /// `Cancelled` and comes off its agent's books.
     fn finish(&mut self, index: LogIndex, now_ms: UnixMillis, id: &str, outcome: TaskState, reason: String) {
         debug_assert!(outcome.is_terminal());
         let mut work = vec![(id.to_string(), outcome, reason)];
         while let Some((id, outcome, reason)) = work.pop() {
+            if self.tasks.get(&id).is_none_or(|t| t.state.is_terminal()) {
+                continue;
+            }
+            self.end_attempt(now_ms, &id, AttemptEnd::Cancelled, &reason);
+            self.unqueue(&id);
+            self.set_state(index, now_ms, &id, outcome);
             let Some(task) = self.tasks.get_mut(&id) else {
                 continue;
             };
-            if task.state.is_terminal() {
-                continue;
-            }
-            let old = task.state;
-            if old == TaskState::Pending && task.unmet_deps == 0 {
-                self.runnable.remove(&runnable_key(task));
-            }
-            task.state = outcome;
             task.reason = reason;
-            task.log_index = index;
-            task.updated_at_ms = now_ms;
-            self.by_state[old.index()].remove(&id);
-            self.by_state[outcome.index()].insert(id.clone());
+            if let Some(at) = task.deadline_at_ms() {
+                self.deadlines.remove(&(at, id.clone()));
+            }
             let Some(dependents) = self.dependents.remove(&id) else {
                 continue;
             };
@@ -426,13 +627,642 @@ impl State {
         if task.unmet_deps == 0 {
             task.log_index = index;
             task.updated_at_ms = now_ms;
+            self.enqueue(id, now_ms);
+        }
+    }
+
+    /// Registers an agent, or a new incarnation of one: epoch = `index`, alive, empty books.
+    /// Whatever the previous incarnation held is lost (new attempt, or failed when spent).
+    fn register_agent(
+        &mut self,
+        index: LogIndex,
+        now_ms: UnixMillis,
+        info: AgentInfo,
+    ) -> Result<Registered, Rejection> {
+        validate::validate_agent(&info)?;
+        let id = info.id.clone();
+        let lost = if self.agents.contains_key(&id) {
+            self.lose_all(index, now_ms, &id, &format!("agent {id} re-registered"))
+        } else {
+            Vec::new()
+        };
+        self.agents.insert(
+            id.clone(),
+            Agent {
+                info,
+                state: AgentState::Alive,
+                epoch: index,
+                registered_at_ms: now_ms,
+                updated_at_ms: now_ms,
+                used: Resources::default(),
+                tasks: 0,
+                reason: String::new(),
+            },
+        );
+        Ok(Registered {
+            id,
+            epoch: index,
+            lost,
+        })
+    }
+
+    /// Drains, undrains or declares an agent down. A down agent's tasks are lost; it comes back
+    /// only by registering again (with a new epoch).
+    fn set_agent_state(
+        &mut self,
+        index: LogIndex,
+        now_ms: UnixMillis,
+        id: &str,
+        epoch: Option<LogIndex>,
+        to: AgentState,
+        reason: String,
+    ) -> Result<AgentStateChanged, Rejection> {
+        if reason.len() > validate::MAX_REASON_LEN {
+            return Err(Rejection::invalid(
+                "reason",
+                format!("longer than {} bytes", validate::MAX_REASON_LEN),
+            ));
+        }
+        let Some(agent) = self.agents.get(id) else {
+            return Err(Rejection::not_found("id", format!("no agent {id:?}")));
+        };
+        let unchanged = AgentStateChanged {
+            id: id.to_string(),
+            changed: false,
+            state: agent.state,
+            epoch: agent.epoch,
+            lost: Vec::new(),
+        };
+        // A decision about an earlier incarnation, or nothing to do.
+        if epoch.is_some_and(|e| e != agent.epoch) || agent.state == to {
+            return Ok(unchanged);
+        }
+        if agent.state == AgentState::Down {
+            return Err(Rejection::failed_precondition(
+                "state",
+                format!("agent {id} is down: a down agent must register again"),
+            ));
+        }
+        let epoch = agent.epoch;
+        let reason = match (to, reason.is_empty()) {
+            (AgentState::Down, true) => format!("agent {id} down"),
+            _ => reason,
+        };
+        let lost = if to == AgentState::Down {
+            self.lose_all(index, now_ms, id, &reason)
+        } else {
+            Vec::new()
+        };
+        if let Some(agent) = self.agents.get_mut(id) {
+            agent.state = to;
+            agent.reason = reason;
+            agent.updated_at_ms = now_ms;
+        }
+        Ok(AgentStateChanged {
+            id: id.to_string(),
+            changed: true,
+            state: to,
+            epoch,
+            lost,
+        })
+    }
+
+    /// Takes every task away from agent `agent_id` (see `lose`) and empties its books.
+    /// Returns the tasks, in id order.
+    fn lose_all(&mut self, index: LogIndex, now_ms: UnixMillis, agent_id: &str, error: &str) -> Vec<TaskId> {
+        let held: Vec<TaskId> = self
+            .by_agent
+            .get(agent_id)
+            .map(|h| h.keys().cloned().collect())
+            .unwrap_or_default();
+        for id in &held {
+            self.lose(index, now_ms, id, error);
+        }
+        // `lose` took each task off the books already; this only makes sure nothing is left.
+        self.by_agent.remove(agent_id);
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            agent.used = Resources::default();
+            agent.tasks = 0;
+        }
+        held
+    }
+
+    /// The current attempt of `id` is taken away from its agent (down, re-registered): it ends
+    /// `Lost` with `error`, and the task gets another attempt (at once if the lost one never
+    /// started, after a back-off otherwise) or fails when its attempts are spent.
+    fn lose(&mut self, index: LogIndex, now_ms: UnixMillis, id: &str, error: &str) {
+        if self.end_attempt(now_ms, id, AttemptEnd::Lost, error) {
+            let exhausted = format!("attempts exhausted: {error}");
+            self.retry_or_fail(index, now_ms, id, error, TaskState::Failed, exhausted);
+        }
+    }
+
+    /// The current attempt of `id` has just ended (and is off its agent's books) without
+    /// succeeding, because `why`. Retries the task when attempts are left: pending again, with
+    /// `not_before_ms` = now + [`retry::retry_delay_ms`] if the attempt counted, now otherwise.
+    /// Otherwise ends the task as `fail_as` with `fail_reason` (dependents follow).
+    fn retry_or_fail(
+        &mut self,
+        index: LogIndex,
+        now_ms: UnixMillis,
+        id: &str,
+        why: &str,
+        fail_as: TaskState,
+        fail_reason: String,
+    ) {
+        let Some(task) = self.tasks.get_mut(id) else {
+            return;
+        };
+        let used = task.attempts_used();
+        if used >= task.spec.max_attempts {
+            self.finish(index, now_ms, id, fail_as, fail_reason);
+            return;
+        }
+        let (number, counted) = task
+            .attempts
+            .last()
+            .map_or((0, false), |a| (a.number, a.counts()));
+        let delay = if counted {
+            retry::retry_delay_ms(id, used, task.spec.backoff_ms)
+        } else {
+            0
+        };
+        task.not_before_ms = now_ms.saturating_add(delay);
+        task.reason = format!("retrying after attempt {number}: {why}");
+        self.set_state(index, now_ms, id, TaskState::Pending);
+        self.enqueue(id, now_ms);
+    }
+
+    /// Applies one scheduling round's placements, each on its own. The fencing token of every
+    /// placement is `index`.
+    fn assign(
+        &mut self,
+        index: LogIndex,
+        now_ms: UnixMillis,
+        placements: Vec<Placement>,
+    ) -> Vec<Result<(), Rejection>> {
+        let mut seen: HashSet<TaskId> = HashSet::with_capacity(placements.len());
+        let mut out = Vec::with_capacity(placements.len());
+        for (i, p) in placements.into_iter().enumerate() {
+            let repeated = !seen.insert(p.task_id.clone());
+            out.push(
+                self.place(index, now_ms, p, repeated)
+                    .map_err(|e| e.within(&format!("placements[{i}]"))),
+            );
+        }
+        out
+    }
+
+    /// One placement: every check first, then the change (so a rejection changes nothing).
+    fn place(
+        &mut self,
+        index: LogIndex,
+        now_ms: UnixMillis,
+        p: Placement,
+        repeated: bool,
+    ) -> Result<(), Rejection> {
+        let Some(task) = self.tasks.get(&p.task_id) else {
+            return Err(Rejection::not_found(
+                "task_id",
+                format!("no task {:?}", p.task_id),
+            ));
+        };
+        if repeated {
+            return Err(Rejection::failed_precondition(
+                "task_id",
+                format!("task {} is placed more than once in this command", p.task_id),
+            ));
+        }
+        let Some(agent) = self.agents.get(&p.agent_id) else {
+            return Err(Rejection::not_found(
+                "agent_id",
+                format!("no agent {:?}", p.agent_id),
+            ));
+        };
+        if agent.state != AgentState::Alive {
+            return Err(Rejection::failed_precondition(
+                "agent_id",
+                format!("agent {} is {}: it takes no new work", p.agent_id, agent.state),
+            ));
+        }
+        if agent.epoch != p.agent_epoch {
+            return Err(Rejection::failed_precondition(
+                "agent_epoch",
+                format!(
+                    "agent {} is at epoch {}, not {} (it registered again)",
+                    p.agent_id, agent.epoch, p.agent_epoch
+                ),
+            ));
+        }
+        match p.move_from {
+            None => {
+                if task.state != TaskState::Pending {
+                    return Err(Rejection::failed_precondition(
+                        "task_id",
+                        format!("task {} is {}, not pending", p.task_id, task.state),
+                    ));
+                }
+                if task.unmet_deps > 0 {
+                    return Err(Rejection::failed_precondition(
+                        "task_id",
+                        format!("task {} waits for {} dependencies", p.task_id, task.unmet_deps),
+                    ));
+                }
+                if task.not_before_ms > 0 {
+                    return Err(Rejection::failed_precondition(
+                        "task_id",
+                        format!(
+                            "task {} waits out a back-off until {}",
+                            p.task_id, task.not_before_ms
+                        ),
+                    ));
+                }
+            }
+            Some(token) => match task.current_attempt() {
+                Some(a) if task.state == TaskState::Assigned && a.fencing_token == token => {
+                    if a.agent_id == p.agent_id {
+                        return Err(Rejection::failed_precondition(
+                            "agent_id",
+                            format!("task {} is already assigned to agent {}", p.task_id, p.agent_id),
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(Rejection::failed_precondition(
+                        "move_from",
+                        format!(
+                            "task {} is not assigned and unstarted under token {token} (it is {}, token {})",
+                            p.task_id,
+                            task.state,
+                            task.current_token().map_or("none".to_string(), |t| t.to_string())
+                        ),
+                    ));
+                }
+            },
+        }
+        if !task.spec.pool.is_empty() && task.spec.pool != agent.info.pool {
+            return Err(Rejection::failed_precondition(
+                "agent_id",
+                format!(
+                    "agent {} serves pool {:?}, the task needs pool {:?}",
+                    p.agent_id, agent.info.pool, task.spec.pool
+                ),
+            ));
+        }
+        if let Some((k, v)) = task
+            .spec
+            .constraints
+            .iter()
+            .find(|(k, v)| agent.info.labels.get(*k) != Some(*v))
+        {
+            return Err(Rejection::failed_precondition(
+                "agent_id",
+                format!("agent {} lacks the label {k}={v} the task requires", p.agent_id),
+            ));
+        }
+        if !agent.fits(&task.spec.resources) {
+            return Err(Rejection::failed_precondition(
+                "agent_id",
+                format!(
+                    "agent {} has no room: {}/{} tasks, using {:?} of {:?}, the task needs {:?}",
+                    p.agent_id,
+                    agent.tasks,
+                    agent.info.max_tasks,
+                    agent.used,
+                    agent.info.resources,
+                    task.spec.resources
+                ),
+            ));
+        }
+        // Every check passed: from here on nothing fails.
+        let need = task.spec.resources;
+        let number = u32::try_from(task.attempts.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        if p.move_from.is_some() {
+            let why = format!("moved to agent {}", p.agent_id);
+            self.end_attempt(now_ms, &p.task_id, AttemptEnd::Moved, &why);
+        } else {
+            self.unqueue(&p.task_id);
+        }
+        let Some(task) = self.tasks.get_mut(&p.task_id) else {
+            return Ok(());
+        };
+        task.attempts.push(Attempt {
+            number,
+            agent_id: p.agent_id.clone(),
+            fencing_token: index,
+            assigned_at_ms: now_ms,
+            ..Attempt::default()
+        });
+        task.reason.clear();
+        self.set_state(index, now_ms, &p.task_id, TaskState::Assigned);
+        self.by_agent
+            .entry(p.agent_id.clone())
+            .or_default()
+            .insert(p.task_id, index);
+        if let Some(agent) = self.agents.get_mut(&p.agent_id) {
+            agent.used = plus(agent.used, &need);
+            agent.tasks = agent.tasks.saturating_add(1);
+        }
+        Ok(())
+    }
+
+    /// Answers one agent report (the `i`-th of its command).
+    fn report(&mut self, index: LogIndex, now_ms: UnixMillis, i: usize, r: TaskReport) -> ReportOutcome {
+        if let ReportEvent::Finished { end, .. } = &r.event
+            && !reported_by_agents(*end)
+        {
+            return ReportOutcome::Invalid(Rejection::invalid(
+                format!("reports[{i}].event.end"),
+                format!("{end} is not an end an agent reports (succeeded, failed, timed_out, killed)"),
+            ));
+        }
+        let Some(task) = self.tasks.get(&r.task_id) else {
+            return ReportOutcome::Invalid(Rejection::not_found(
+                format!("reports[{i}].task_id"),
+                format!("no task {:?}", r.task_id),
+            ));
+        };
+        // A retry of a report accepted before changes nothing.
+        let same = |a: &Attempt| a.fencing_token == r.token && a.agent_id == r.agent_id;
+        let duplicate = match &r.event {
+            ReportEvent::Started => task
+                .current_attempt()
+                .is_some_and(|a| same(a) && a.started_at_ms.is_some()),
+            ReportEvent::Finished { end, .. } => task.attempts.iter().any(|a| same(a) && a.end == Some(*end)),
+        };
+        if duplicate {
+            return ReportOutcome::Duplicate;
+        }
+        if let Some(why) = stale(task, &r) {
+            return ReportOutcome::Stale(why);
+        }
+        let id = r.task_id;
+        match r.event {
+            // The agent claims the attempt; it spawns the process only after this is accepted.
+            ReportEvent::Started => {
+                if let Some(attempt) = self.tasks.get_mut(&id).and_then(|t| t.attempts.last_mut()) {
+                    attempt.started_at_ms = Some(now_ms);
+                }
+                self.set_state(index, now_ms, &id, TaskState::Running);
+            }
+            ReportEvent::Finished {
+                end,
+                exit_code,
+                error,
+                stdout_tail,
+                stderr_tail,
+            } => {
+                let Some(task) = self.tasks.get_mut(&id) else {
+                    return ReportOutcome::Accepted;
+                };
+                let need = task.spec.resources;
+                let timeout_ms = task.spec.timeout_ms;
+                let Some(attempt) = task.attempts.last_mut() else {
+                    return ReportOutcome::Accepted;
+                };
+                attempt.end = Some(end);
+                attempt.exit_code = exit_code;
+                attempt.error = keep_head(error, validate::MAX_REASON_LEN);
+                attempt.stdout_tail = keep_tail(stdout_tail, validate::MAX_OUTPUT_TAIL);
+                attempt.stderr_tail = keep_tail(stderr_tail, validate::MAX_OUTPUT_TAIL);
+                attempt.finished_at_ms = Some(now_ms);
+                let agent_id = attempt.agent_id.clone();
+                let why = describe_end(attempt, timeout_ms);
+                self.release_agent(&agent_id, &id, &need);
+                match end {
+                    AttemptEnd::Succeeded => {
+                        self.finish(index, now_ms, &id, TaskState::Succeeded, String::new())
+                    }
+                    AttemptEnd::TimedOut => {
+                        self.retry_or_fail(index, now_ms, &id, &why, TaskState::TimedOut, why.clone())
+                    }
+                    _ => self.retry_or_fail(index, now_ms, &id, &why, TaskState::Failed, why.clone()),
+                }
+            }
+        }
+        ReportOutcome::Accepted
+    }
+
+    /// Time passes: tasks past their hard deadline end timed out (dependents follow), then
+    /// delayed tasks whose back-off has passed become runnable.
+    fn tick(&mut self, index: LogIndex, now_ms: UnixMillis) -> Ticked {
+        let mut out = Ticked::default();
+        let passed: Vec<TaskId> = self
+            .deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in passed {
+            // A task failed by an earlier expiry's cascade is terminal already.
+            let Some(task) = self.tasks.get(&id).filter(|t| !t.state.is_terminal()) else {
+                continue;
+            };
+            let reason = format!("deadline of {}ms passed", task.spec.deadline_ms);
+            self.finish(index, now_ms, &id, TaskState::TimedOut, reason);
+            out.expired.push(id);
+        }
+        let due: Vec<(UnixMillis, TaskId)> = self
+            .delayed
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .cloned()
+            .collect();
+        for key in due {
+            self.delayed.remove(&key);
+            let id = key.1;
+            if let Some(task) = self.tasks.get_mut(&id) {
+                task.log_index = index;
+                task.updated_at_ms = now_ms;
+            }
+            self.enqueue(&id, now_ms);
+            out.released.push(id);
+        }
+        out
+    }
+
+    /// Ends the open current attempt of `id` (if it has one) as `end`, because `error`, and
+    /// takes the task off its agent's books. Returns whether there was such an attempt.
+    fn end_attempt(&mut self, now_ms: UnixMillis, id: &str, end: AttemptEnd, error: &str) -> bool {
+        let Some(task) = self.tasks.get_mut(id) else {
+            return false;
+        };
+        if !matches!(task.state, TaskState::Assigned | TaskState::Running) {
+            return false;
+        }
+        let need = task.spec.resources;
+        let Some(attempt) = task.attempts.last_mut().filter(|a| a.end.is_none()) else {
+            return false;
+        };
+        attempt.end = Some(end);
+        attempt.error = error.to_string();
+        attempt.finished_at_ms = Some(now_ms);
+        let agent_id = attempt.agent_id.clone();
+        self.release_agent(&agent_id, id, &need);
+        true
+    }
+
+    /// Takes task `id` off agent `agent_id`'s books: its `by_agent` entry, one slot and `need`.
+    /// Does nothing if the agent does not hold the task, so it can never count a task twice.
+    fn release_agent(&mut self, agent_id: &str, id: &str, need: &Resources) {
+        let Some(held) = self.by_agent.get_mut(agent_id) else {
+            return;
+        };
+        if held.remove(id).is_none() {
+            return;
+        }
+        if held.is_empty() {
+            self.by_agent.remove(agent_id);
+        }
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            agent.used = minus(agent.used, need);
+            agent.tasks = agent.tasks.saturating_sub(1);
+        }
+    }
+
+    /// Puts a pending task with no unmet dependency (and in no queue) where it belongs: in
+    /// `delayed` while `now_ms` is before its `not_before_ms`, otherwise in `runnable`, with
+    /// `not_before_ms` reset to 0 and `queued_at_ms` = `now_ms`.
+    fn enqueue(&mut self, id: &str, now_ms: UnixMillis) {
+        let Some(task) = self.tasks.get_mut(id) else {
+            return;
+        };
+        if task.state != TaskState::Pending || task.unmet_deps > 0 {
+            return;
+        }
+        if task.not_before_ms > now_ms {
+            self.delayed.insert((task.not_before_ms, id.to_string()));
+        } else {
+            task.not_before_ms = 0;
+            task.queued_at_ms = now_ms;
             self.runnable.insert(runnable_key(task));
+            self.runnable_by_seq.insert((task.seq, id.to_string()));
+        }
+    }
+
+    /// Takes a task out of `runnable`, `runnable_by_seq` and `delayed` (whichever it is in).
+    fn unqueue(&mut self, id: &str) {
+        let Some(task) = self.tasks.get(id) else {
+            return;
+        };
+        self.runnable.remove(&runnable_key(task));
+        self.runnable_by_seq.remove(&(task.seq, id.to_string()));
+        self.delayed.remove(&(task.not_before_ms, id.to_string()));
+    }
+
+    /// Sets a task's state (keeping `by_state` in step) and stamps the change.
+    fn set_state(&mut self, index: LogIndex, now_ms: UnixMillis, id: &str, to: TaskState) {
+        let Some(task) = self.tasks.get_mut(id) else {
+            return;
+        };
+        let from = task.state;
+        task.state = to;
+        task.log_index = index;
+        task.updated_at_ms = now_ms;
+        if from != to {
+            self.by_state[from.index()].remove(id);
+            self.by_state[to.index()].insert(id.to_string());
         }
     }
 }
 
 fn runnable_key(task: &Task) -> RunnableKey {
     (Reverse(task.spec.priority), task.seq, task.spec.id.clone())
+}
+
+/// `a + b`, per resource, saturating.
+fn plus(a: Resources, b: &Resources) -> Resources {
+    Resources {
+        cpu_millis: a.cpu_millis.saturating_add(b.cpu_millis),
+        memory_mb: a.memory_mb.saturating_add(b.memory_mb),
+        disk_mb: a.disk_mb.saturating_add(b.disk_mb),
+    }
+}
+
+/// `a - b`, per resource, saturating.
+fn minus(a: Resources, b: &Resources) -> Resources {
+    Resources {
+        cpu_millis: a.cpu_millis.saturating_sub(b.cpu_millis),
+        memory_mb: a.memory_mb.saturating_sub(b.memory_mb),
+        disk_mb: a.disk_mb.saturating_sub(b.disk_mb),
+    }
+}
+
+/// The ends an agent may report; the others are decided by the state machine.
+fn reported_by_agents(end: AttemptEnd) -> bool {
+    matches!(
+        end,
+        AttemptEnd::Succeeded | AttemptEnd::Failed | AttemptEnd::TimedOut | AttemptEnd::Killed
+    )
+}
+
+/// Why a report about `task` is not for its current attempt, if it is not.
+fn stale(task: &Task, r: &TaskReport) -> Option<String> {
+    if task.state.is_terminal() {
+        return Some(format!("task {} is {}", task.spec.id, task.state));
+    }
+    let Some(current) = task.current_attempt() else {
+        return Some(format!(
+            "token {} is not current: task {} is pending a new attempt",
+            r.token, task.spec.id
+        ));
+    };
+    if current.fencing_token != r.token {
+        return Some(format!(
+            "token {} is not current: task {} is at token {}",
+            r.token, task.spec.id, current.fencing_token
+        ));
+    }
+    if current.agent_id != r.agent_id {
+        return Some(format!(
+            "token {} of task {} belongs to agent {}, not {}",
+            r.token, task.spec.id, current.agent_id, r.agent_id
+        ));
+    }
+    None
+}
+
+/// A short account of how an agent-reported attempt went wrong: `exit code 3`, `timed out
+/// after 500ms`, or the agent's error.
+fn describe_end(attempt: &Attempt, timeout_ms: u64) -> String {
+    let error = attempt.error.as_str();
+    match (attempt.end, attempt.exit_code) {
+        (Some(AttemptEnd::TimedOut), _) if timeout_ms > 0 => format!("timed out after {timeout_ms}ms"),
+        (Some(AttemptEnd::TimedOut), _) => "timed out".to_string(),
+        (Some(AttemptEnd::Killed), _) if error.is_empty() => "killed".to_string(),
+        (Some(AttemptEnd::Killed), _) => format!("killed: {error}"),
+        (_, Some(code)) if error.is_empty() => format!("exit code {code}"),
+        (_, Some(code)) => format!("exit code {code}: {error}"),
+        (_, None) if error.is_empty() => "failed".to_string(),
+        (_, None) => error.to_string(),
+    }
+}
+
+/// At most `max` bytes of `s`: its start, cut on a char boundary.
+fn keep_head(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// At most `max` bytes of `s`: its end, cut on a char boundary (the tail of a process's output
+/// is what says why it failed).
+fn keep_tail(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    s.split_off(start)
 }
 
 /// Orders the new tasks of a request so that every task comes after its new dependencies

@@ -1,4 +1,5 @@
-//! Static validation of task specs: everything that can be checked without the state.
+//! Static validation of task specs and agent declarations: everything that can be checked
+//! without the state.
 //!
 //! The service boundary runs this to answer bad input fast with `INVALID_ARGUMENT`; apply runs
 //! it again (with the same limits, which are constants so every replica agrees) because a command
@@ -7,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::Rejection;
+use crate::types::AgentInfo;
 use crate::types::TaskSpec;
 
 /// Longest task id, in bytes.
@@ -47,6 +49,8 @@ pub const MAX_OUTPUT_TAIL: usize = 16 * 1024;
 pub const MAX_POOL_LEN: usize = 128;
 /// Most tasks one agent may declare it runs at once.
 pub const MAX_AGENT_TASKS: u32 = 100_000;
+/// Longest agent address, in bytes.
+pub const MAX_ADDRESS_LEN: usize = 256;
 
 /// Checks a task id: 1..=128 bytes of `[A-Za-z0-9._:-]`.
 pub fn validate_id(id: &str) -> Result<(), Rejection> {
@@ -143,7 +147,52 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), Rejection> {
             ));
         }
     }
-    validate_labels(&spec.labels)?;
+    validate_labels("labels", &spec.labels)?;
+    if spec.backoff_ms > MAX_BACKOFF_MS {
+        return Err(Rejection::invalid(
+            "backoff_ms",
+            format!("longer than {MAX_BACKOFF_MS} ms (1 hour)"),
+        ));
+    }
+    validate_pool(&spec.pool)?;
+    validate_labels("constraints", &spec.constraints)?;
+    if spec.deadline_ms > MAX_DEADLINE_MS {
+        return Err(Rejection::invalid(
+            "deadline_ms",
+            format!("longer than {MAX_DEADLINE_MS} ms (30 days)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks what an agent declares when it registers. Field names are relative to the
+/// [`AgentInfo`] (`id`, `max_tasks`, `labels["k"]`, `pool`, `address`).
+pub fn validate_agent(info: &AgentInfo) -> Result<(), Rejection> {
+    validate_id(&info.id)?;
+    if info.max_tasks == 0 || info.max_tasks > MAX_AGENT_TASKS {
+        return Err(Rejection::invalid(
+            "max_tasks",
+            format!("must be between 1 and {MAX_AGENT_TASKS}"),
+        ));
+    }
+    validate_labels("labels", &info.labels)?;
+    validate_pool(&info.pool)?;
+    if info.address.len() > MAX_ADDRESS_LEN {
+        return Err(Rejection::invalid(
+            "address",
+            format!("longer than {MAX_ADDRESS_LEN} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_pool(pool: &str) -> Result<(), Rejection> {
+    if pool.len() > MAX_POOL_LEN {
+        return Err(Rejection::invalid(
+            "pool",
+            format!("longer than {MAX_POOL_LEN} bytes"),
+        ));
+    }
     Ok(())
 }
 
@@ -167,17 +216,19 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), Rejection> {
+/// Checks a label-like map (`labels`, `constraints`): at most [`MAX_LABELS`] entries, keys
+/// 1..=[`MAX_LABEL_LEN`] bytes, values at most [`MAX_LABEL_LEN`]. `field` names the map.
+fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), Rejection> {
     if labels.len() > MAX_LABELS {
         return Err(Rejection::invalid(
-            "labels",
-            format!("more than {MAX_LABELS} labels"),
+            field,
+            format!("more than {MAX_LABELS} {field}"),
         ));
     }
     for (k, v) in labels {
         if k.is_empty() || k.len() > MAX_LABEL_LEN || v.len() > MAX_LABEL_LEN {
             return Err(Rejection::invalid(
-                format!("labels[{k:?}]"),
+                format!("{field}[{k:?}]"),
                 format!("keys must be 1..={MAX_LABEL_LEN} bytes, values at most {MAX_LABEL_LEN}"),
             ));
         }

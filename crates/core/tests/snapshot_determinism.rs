@@ -443,6 +443,7 @@ fn from_image_rejects_a_seq_at_or_beyond_next_seq() {
     let short = StateImage {
         next_seq: next_seq - 1,
         tasks: image.tasks.clone(),
+        agents: Vec::new(),
     };
     match State::from_image(short) {
         Err(CoreError::CorruptSnapshot(msg)) => assert!(msg.contains("seq"), "{msg}"),
@@ -452,18 +453,24 @@ fn from_image_rejects_a_seq_at_or_beyond_next_seq() {
     let mut tasks = image.tasks.clone();
     tasks[0].seq = u64::MAX;
     assert!(matches!(
-        State::from_image(StateImage { next_seq, tasks }),
+        State::from_image(StateImage {
+            next_seq,
+            tasks,
+            agents: Vec::new()
+        }),
         Err(CoreError::CorruptSnapshot(_))
     ));
     // The unmodified image loads, and a larger next_seq is fine too.
     State::from_image(StateImage {
         next_seq,
         tasks: image.tasks.clone(),
+        agents: Vec::new(),
     })
     .unwrap();
     let mut roomy = State::from_image(StateImage {
         next_seq: next_seq + 10,
         tasks: image.tasks,
+        agents: Vec::new(),
     })
     .unwrap();
     submit_one(&mut roomy, 9, vec![spec("fresh")]).unwrap();

@@ -10,6 +10,7 @@ use taurus_core::Rejection;
 use taurus_core::State;
 use taurus_core::TaskSpec;
 use taurus_core::error::RejectKind;
+use taurus_core::types::AgentInfo;
 use taurus_core::types::Resources;
 use taurus_core::validate;
 use taurus_core::validate::*;
@@ -67,6 +68,12 @@ fn spec_at_every_limit_is_valid() {
         labels: (0..MAX_LABELS)
             .map(|i| (format!("{i:0>256}"), s(MAX_LABEL_LEN, 'v')))
             .collect(),
+        backoff_ms: MAX_BACKOFF_MS,
+        pool: s(MAX_POOL_LEN, 'p'),
+        constraints: (0..MAX_LABELS)
+            .map(|i| (format!("{i:0>256}"), s(MAX_LABEL_LEN, 'c')))
+            .collect(),
+        deadline_ms: MAX_DEADLINE_MS,
     };
     validate_spec(&spec).unwrap();
     // Exactly MAX_COMMAND_BYTES of argv is fine too.
@@ -287,6 +294,142 @@ fn label_rules() {
 }
 
 #[test]
+fn scheduling_field_rules() {
+    let with = |f: &dyn Fn(&mut TaskSpec)| {
+        let mut sp = spec("a");
+        f(&mut sp);
+        sp
+    };
+    assert_eq!(
+        spec_field(&with(&|sp| sp.backoff_ms = MAX_BACKOFF_MS + 1)),
+        "backoff_ms"
+    );
+    validate_spec(&with(&|sp| sp.backoff_ms = 0)).unwrap();
+    assert_eq!(
+        spec_field(&with(&|sp| sp.pool = s(MAX_POOL_LEN + 1, 'p'))),
+        "pool"
+    );
+    assert_eq!(
+        spec_field(&with(&|sp| sp.deadline_ms = MAX_DEADLINE_MS + 1)),
+        "deadline_ms"
+    );
+    assert_eq!(
+        apply_field(with(&|sp| sp.deadline_ms = u64::MAX)),
+        "tasks[1].deadline_ms"
+    );
+
+    let too_many = with(&|sp| {
+        sp.constraints = (0..=MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect()
+    });
+    assert_eq!(spec_field(&too_many), "constraints");
+    assert_eq!(apply_field(too_many), "tasks[1].constraints");
+    let constraint =
+        |k: String, v: String| with(&|sp| sp.constraints = BTreeMap::from([(k.clone(), v.clone())]));
+    assert_eq!(
+        spec_field(&constraint(String::new(), "v".into())),
+        "constraints[\"\"]"
+    );
+    assert_eq!(
+        spec_field(&constraint("zone".into(), s(MAX_LABEL_LEN + 1, 'v'))),
+        "constraints[\"zone\"]"
+    );
+    validate_spec(&constraint("zone".into(), String::new())).unwrap();
+}
+
+#[test]
+fn agent_rules() {
+    let good = AgentInfo {
+        id: "agent-1".into(),
+        address: s(MAX_ADDRESS_LEN, 'h'),
+        resources: Resources::default(),
+        max_tasks: MAX_AGENT_TASKS,
+        labels: (0..MAX_LABELS)
+            .map(|i| (format!("{i:0>256}"), s(MAX_LABEL_LEN, 'v')))
+            .collect(),
+        pool: s(MAX_POOL_LEN, 'p'),
+    };
+    validate_agent(&good).unwrap();
+    validate_agent(&AgentInfo {
+        max_tasks: 1,
+        ..good.clone()
+    })
+    .unwrap();
+    let field = |bad: AgentInfo| {
+        let r = validate_agent(&bad).expect_err("agent must be rejected");
+        assert_eq!(r.kind, RejectKind::InvalidArgument, "{r:?}");
+        assert!(!r.message.is_empty());
+        r.field
+    };
+    assert_eq!(
+        field(AgentInfo {
+            id: String::new(),
+            ..good.clone()
+        }),
+        "id"
+    );
+    assert_eq!(
+        field(AgentInfo {
+            id: "a b".into(),
+            ..good.clone()
+        }),
+        "id"
+    );
+    assert_eq!(
+        field(AgentInfo {
+            id: s(MAX_ID_LEN + 1, 'a'),
+            ..good.clone()
+        }),
+        "id"
+    );
+    assert_eq!(
+        field(AgentInfo {
+            max_tasks: 0,
+            ..good.clone()
+        }),
+        "max_tasks"
+    );
+    assert_eq!(
+        field(AgentInfo {
+            max_tasks: MAX_AGENT_TASKS + 1,
+            ..good.clone()
+        }),
+        "max_tasks"
+    );
+    assert_eq!(
+        field(AgentInfo {
+            labels: (0..=MAX_LABELS)
+                .map(|i| (format!("k{i}"), String::new()))
+                .collect(),
+            ..good.clone()
+        }),
+        "labels"
+    );
+    assert_eq!(
+        field(AgentInfo {
+            labels: BTreeMap::from([(String::new(), "v".to_string())]),
+            ..good.clone()
+        }),
+        "labels[\"\"]"
+    );
+    assert_eq!(
+        field(AgentInfo {
+            pool: s(MAX_POOL_LEN + 1, 'p'),
+            ..good.clone()
+        }),
+        "pool"
+    );
+    assert_eq!(
+        field(AgentInfo {
+            address: s(MAX_ADDRESS_LEN + 1, 'h'),
+            ..good
+        }),
+        "address"
+    );
+}
+
+#[test]
 fn first_failing_check_is_reported() {
     // Several problems at once: the id is checked first, then the command, then max_attempts.
     let spec = TaskSpec {
@@ -413,6 +556,9 @@ fn rejection_display_and_within() {
     assert_eq!(Rejection::invalid("", "x").within("tasks").field, "tasks");
     let nf = Rejection::not_found("id", "no task");
     assert_eq!(nf.kind, RejectKind::NotFound);
+    let fp = Rejection::failed_precondition("state", "a down agent must register again");
+    assert_eq!(fp.kind, RejectKind::FailedPrecondition);
+    assert_eq!(fp.to_string(), "state: a down agent must register again");
     let e: taurus_core::CoreError = nf.clone().into();
     assert_eq!(e.to_string(), "rejected: id: no task");
 }
@@ -424,4 +570,8 @@ fn limits_are_what_the_docs_say() {
     assert_eq!(validate::MAX_CPU_MILLIS, 1_024_000);
     assert_eq!(validate::MAX_MB, 1 << 30);
     assert_eq!(validate::MAX_BATCH, 10_000);
+    assert_eq!(validate::MAX_BACKOFF_MS, 3_600_000);
+    assert_eq!(validate::MAX_DEADLINE_MS, 2_592_000_000);
+    assert_eq!(validate::MAX_OUTPUT_TAIL, 16 * 1024);
+    assert_eq!(validate::MAX_ADDRESS_LEN, 256);
 }

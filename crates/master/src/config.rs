@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::Serialize;
 
+use taurus_core::schedule::PolicyKind;
+
 use crate::error::MasterError;
 
 /// Everything a master needs to start.
@@ -33,6 +35,52 @@ pub struct MasterConfig {
     pub raft: RaftTuning,
     /// Write batching.
     pub batch: BatchTuning,
+    /// Scheduling and agent liveness (leader duties).
+    pub scheduler: SchedulerTuning,
+}
+
+/// Clock-rate drift the lease margin allows for (0.1%, far above what NTP-disciplined or even
+/// free-running quartz clocks show).
+pub const MAX_CLOCK_DRIFT_PPM: u32 = 1000;
+/// Time an agent may take from deciding to fence until its tasks are dead (SIGKILL of a process
+/// group is immediate; this covers a loaded machine).
+pub const KILL_GRACE_MS: u64 = 500;
+
+/// The leader's scheduling loop and agent-liveness tracker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerTuning {
+    /// Placement policy: `greedy`, `delay-guided`, `binpack` or `spread`.
+    pub policy: PolicyKind,
+    /// An agent silent this long is declared down and its tasks get new attempts. Must exceed
+    /// the agents' `lease_timeout` by a margin (see `taurus_core::liveness`).
+    #[serde(with = "humantime_serde_compat")]
+    pub agent_ttl: Duration,
+    /// The agents' lease (they kill their tasks after this long without reaching the leader);
+    /// told to agents in heartbeat answers, and checked against `agent_ttl` at start.
+    #[serde(with = "humantime_serde_compat")]
+    pub lease_timeout: Duration,
+    /// The loop also runs on this timer (retries falling due, deadlines, liveness).
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+    /// Most placements per round (one `Assign` entry).
+    pub max_placements: usize,
+    /// Priority ageing: a waiting task gains one priority point per this much waiting.
+    #[serde(with = "humantime_serde_compat")]
+    pub ageing_per_point: Duration,
+}
+
+impl Default for SchedulerTuning {
+    fn default() -> Self {
+        Self {
+            policy: PolicyKind::Greedy,
+            agent_ttl: Duration::from_secs(10),
+            lease_timeout: Duration::from_secs(6),
+            interval: Duration::from_millis(100),
+            max_placements: 4096,
+            ageing_per_point: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Raft timing and log retention. Defaults give sub-second failover on a LAN.
@@ -74,6 +122,7 @@ impl Default for MasterConfig {
             peers: BTreeMap::new(),
             raft: RaftTuning::default(),
             batch: BatchTuning::default(),
+            scheduler: SchedulerTuning::default(),
         }
     }
 }
@@ -169,6 +218,19 @@ impl MasterConfig {
                 "raft.election_timeout_min: must be below raft.election_timeout_max".into(),
             ));
         }
+        let s = &self.scheduler;
+        if s.interval.is_zero() || s.max_placements == 0 {
+            return Err(MasterError::Config(
+                "scheduler: interval and max_placements must be non-zero".into(),
+            ));
+        }
+        taurus_core::liveness::check_lease_margin(
+            s.lease_timeout.as_millis() as u64,
+            s.agent_ttl.as_millis() as u64,
+            MAX_CLOCK_DRIFT_PPM,
+            KILL_GRACE_MS,
+        )
+        .map_err(|e| MasterError::Config(format!("scheduler.agent_ttl: {e}")))?;
         if self.batch.max_tasks == 0 || self.batch.max_in_flight == 0 {
             return Err(MasterError::Config(
                 "batch: max_tasks and max_in_flight must be at least 1".into(),

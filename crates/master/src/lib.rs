@@ -10,6 +10,7 @@
 pub mod batcher;
 pub mod config;
 pub mod error;
+pub mod leader;
 pub mod node;
 pub mod service;
 pub mod write;

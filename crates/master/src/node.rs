@@ -21,6 +21,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use taurus_protocol::internal;
 use taurus_protocol::internal::raft_service_client::RaftServiceClient;
 use taurus_protocol::internal::raft_service_server::RaftServiceServer;
+use taurus_protocol::v1::agent_service_server::AgentServiceServer;
 use taurus_protocol::v1::cluster_service_server::ClusterServiceServer;
 use taurus_protocol::v1::task_service_server::TaskServiceServer;
 use taurus_store::NodeId;
@@ -33,8 +34,11 @@ use taurus_store::network::RaftServer;
 use tokio::net::TcpListener;
 
 use crate::batcher::Batcher;
+use crate::batcher::ReportBatcher;
 use crate::config::MasterConfig;
 use crate::error::MasterError;
+use crate::leader::LeaderDuties;
+use crate::service::agent::AgentApi;
 use crate::service::cluster::ClusterApi;
 use crate::service::task::TaskApi;
 
@@ -50,6 +54,12 @@ pub struct Node {
     pub raft: Raft,
     pub sm: StateMachineStore,
     pub batcher: Batcher,
+    /// Coalesces agents' started/finished reports.
+    pub reports: ReportBatcher,
+    /// Leader-only observations (liveness, load, start latency); empty on followers.
+    pub duties: LeaderDuties,
+    /// The agents' lease, told to them in heartbeat answers.
+    pub lease_timeout: Duration,
     pub channels: Channels,
 }
 
@@ -220,11 +230,15 @@ pub async fn run_with_listener(
     .await
     .map_err(|e| MasterError::Raft(e.to_string()))?;
     let batcher = Batcher::start(raft.clone(), config.batch.max_tasks, config.batch.max_in_flight);
+    let reports = ReportBatcher::start(raft.clone(), config.batch.max_tasks, config.batch.max_in_flight);
     let node = Node {
         id: config.id,
         raft: raft.clone(),
         sm,
         batcher,
+        reports,
+        duties: LeaderDuties::default(),
+        lease_timeout: config.scheduler.lease_timeout,
         channels,
     };
     let addr = listener
@@ -244,6 +258,7 @@ pub async fn run_with_listener(
         )
         .add_service(TaskServiceServer::new(TaskApi::new(node.clone())).max_decoding_message_size(64 << 20))
         .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
+        .add_service(AgentServiceServer::new(AgentApi::new(node.clone())).max_decoding_message_size(64 << 20))
         // Nagle off on accepted sockets too: the builder's `tcp_nodelay` only applies when tonic
         // binds the listener itself, and small replies would otherwise wait ~40ms for delayed ACKs.
         .serve_with_incoming_shutdown(
@@ -252,8 +267,14 @@ pub async fn run_with_listener(
         );
 
     let formation = tokio::spawn(form_cluster_once(node.clone(), config.peers.clone()));
+    let duties = tokio::spawn(crate::leader::run(
+        node.clone(),
+        config.scheduler.clone(),
+        Arc::from(config.scheduler.policy.build()),
+    ));
     let served = server.await;
     formation.abort();
+    duties.abort();
     tracing::info!(id = config.id, "master stopping");
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");

@@ -1,6 +1,13 @@
 //! Conversions between generated protobuf types and `taurus-core` domain types.
 
+use taurus_core::command::ReportEvent;
+use taurus_core::command::ReportOutcome;
+use taurus_core::command::TaskReport;
+use taurus_core::types::Agent;
+use taurus_core::types::AgentInfo;
+use taurus_core::types::AgentState;
 use taurus_core::types::Attempt;
+use taurus_core::types::AttemptEnd;
 use taurus_core::types::Resources;
 use taurus_core::types::Task;
 use taurus_core::types::TaskSpec;
@@ -141,6 +148,114 @@ impl From<&Task> for v1::Task {
             not_before_ms: t.not_before_ms,
             queued_at_ms: t.queued_at_ms,
         }
+    }
+}
+
+impl From<AgentState> for v1::AgentState {
+    fn from(s: AgentState) -> Self {
+        match s {
+            AgentState::Alive => v1::AgentState::Alive,
+            AgentState::Draining => v1::AgentState::Draining,
+            AgentState::Down => v1::AgentState::Down,
+        }
+    }
+}
+
+/// The agent's registration as the state machine takes it. `max_tasks = 0` means 1.
+pub fn agent_info_from_register(r: v1::RegisterAgentRequest) -> AgentInfo {
+    AgentInfo {
+        id: r.id,
+        address: r.address,
+        resources: r.resources.map(Into::into).unwrap_or_default(),
+        max_tasks: r.max_tasks.max(1),
+        labels: r.labels.into_iter().collect(),
+        pool: r.pool,
+    }
+}
+
+/// An agent record on the wire; `task_ids` is filled by the caller when wanted.
+impl From<&Agent> for v1::AgentInfo {
+    fn from(a: &Agent) -> Self {
+        v1::AgentInfo {
+            id: a.info.id.clone(),
+            address: a.info.address.clone(),
+            resources: Some(a.info.resources.into()),
+            max_tasks: a.info.max_tasks,
+            labels: a
+                .info
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            pool: a.info.pool.clone(),
+            state: v1::AgentState::from(a.state) as i32,
+            epoch: a.epoch,
+            registered_at_ms: a.registered_at_ms,
+            updated_at_ms: a.updated_at_ms,
+            used: Some(a.used.into()),
+            tasks: a.tasks,
+            reason: a.reason.clone(),
+            task_ids: Vec::new(),
+        }
+    }
+}
+
+/// Parses an attempt end as agents report it (`succeeded | failed | timed_out | killed`).
+pub fn reported_end(s: &str, field: &str) -> Result<AttemptEnd, ProtocolError> {
+    match s {
+        "succeeded" => Ok(AttemptEnd::Succeeded),
+        "failed" => Ok(AttemptEnd::Failed),
+        "timed_out" => Ok(AttemptEnd::TimedOut),
+        "killed" => Ok(AttemptEnd::Killed),
+        other => Err(ProtocolError::invalid(
+            field,
+            format!("{other:?} is not one of succeeded, failed, timed_out, killed"),
+        )),
+    }
+}
+
+/// One wire report as the state machine takes it; `field` prefixes error fields.
+pub fn task_report(
+    agent_id: &str,
+    r: v1::TaskStatusReport,
+    field: &str,
+) -> Result<TaskReport, ProtocolError> {
+    let event = match v1::ReportKind::try_from(r.kind) {
+        Ok(v1::ReportKind::Started) => ReportEvent::Started,
+        Ok(v1::ReportKind::Finished) => ReportEvent::Finished {
+            end: reported_end(&r.end, &format!("{field}.end"))?,
+            exit_code: r.exit_code,
+            error: r.error,
+            stdout_tail: r.stdout_tail,
+            stderr_tail: r.stderr_tail,
+        },
+        Ok(v1::ReportKind::Unspecified) | Err(_) => {
+            return Err(ProtocolError::invalid(
+                format!("{field}.kind"),
+                format!("unknown report kind {}", r.kind),
+            ));
+        }
+    };
+    Ok(TaskReport {
+        task_id: r.task_id,
+        agent_id: agent_id.to_string(),
+        token: r.fencing_token,
+        event,
+    })
+}
+
+/// The wire form of a report outcome.
+pub fn report_result(task_id: String, outcome: ReportOutcome) -> v1::ReportResult {
+    let (outcome, message) = match outcome {
+        ReportOutcome::Accepted => ("accepted", String::new()),
+        ReportOutcome::Duplicate => ("duplicate", String::new()),
+        ReportOutcome::Stale(why) => ("stale", why),
+        ReportOutcome::Invalid(r) => ("invalid", r.to_string()),
+    };
+    v1::ReportResult {
+        task_id,
+        outcome: outcome.to_string(),
+        message,
     }
 }
 

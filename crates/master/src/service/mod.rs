@@ -5,6 +5,7 @@
 //! caller never sees "not leader". It only sees `UNAVAILABLE` while no leader exists, which the
 //! client library retries against other replicas.
 
+pub mod agent;
 pub mod cluster;
 pub mod task;
 
@@ -112,4 +113,15 @@ pub fn forward_request<T>(node: &Node, msg: T) -> Request<T> {
         req.metadata_mut().insert(FORWARDED_HEADER, v);
     }
     req
+}
+
+/// Proposes `cmd` on this master (the leader), for handlers that do not coalesce.
+pub async fn write_local(node: &Node, cmd: taurus_core::Command) -> Attempt<(taurus_core::Response, u64)> {
+    match node.raft.client_write(cmd).await {
+        Ok(resp) => Attempt::Done(Ok((resp.data, resp.log_id.index))),
+        Err(e) => match crate::write::classify_write_error(e) {
+            WriteError::NotLeader { .. } => Attempt::NotLeader,
+            other => Attempt::Done(Err(write_status(other))),
+        },
+    }
 }

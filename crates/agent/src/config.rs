@@ -1,0 +1,571 @@
+//! Agent configuration: defaults < TOML file < `TAURUS_*` environment < command-line flags.
+//!
+//! As for masters, the CLI resolves the last two and overlays them with [`AgentConfig::overlay`].
+//! Values the machine knows (host name, cores, memory, free disk) are left `None` in the file
+//! and filled in by [`AgentConfig::resolve`], which also checks everything and names the
+//! offending key.
+//!
+//! ```toml
+//! id = "worker-7"                 # default: the host name
+//! masters = ["10.0.0.1:7101", "10.0.0.2:7101", "http://10.0.0.3:7101"]
+//! work_dir = "/var/lib/taurus-agent"   # default: ./taurus-agent-<id>
+//! cpu_millis = 8000               # default: cores x 1000
+//! memory_mb = 16384               # default: MemTotal
+//! disk_mb = 100000                # default: free space of work_dir
+//! max_tasks = 64
+//! pool = "batch"
+//! heartbeat_interval = "1s"
+//! lease_timeout = "6s"            # must stay below the masters' agent_ttl
+//! drain_timeout = "0s"            # on shutdown: 0 kills running tasks at once
+//! [labels]
+//! zone = "eu-1"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::Serialize;
+use taurus_core::validate;
+
+use crate::error::AgentError;
+use crate::machine;
+
+/// The masters' default `agent_ttl`: how long the leader waits without a heartbeat before it
+/// declares an agent down and gives its tasks new attempts.
+pub const DEFAULT_MASTERS_AGENT_TTL: Duration = Duration::from_secs(10);
+
+/// Largest encoded size of one `ReportTaskStatus` request, below tonic's default 4 MiB limit
+/// on decoded messages. A batch holds at least one report whatever its size.
+pub const MAX_REPORT_BATCH_BYTES: usize = 2 * 1024 * 1024;
+
+/// Everything an agent needs to start. Every key is optional in TOML.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// This agent's id (`[A-Za-z0-9._:-]`, at most 128 bytes). Default: the host name. Two
+    /// agents must never share an id: registering with it retires the other one's epoch.
+    pub id: Option<String>,
+    /// Where the agent runs, shown to operators. Default: the host name.
+    pub address: Option<String>,
+    /// Every master, as `host:port` or `http://host:port`. The agent talks to any of them.
+    pub masters: Vec<String>,
+    /// Directory for per-task working directories and the running-process-group file.
+    /// Default: `./taurus-agent-<id>`.
+    pub work_dir: Option<PathBuf>,
+    /// CPU offered, in thousandths of a core. Default: available cores x 1000.
+    pub cpu_millis: Option<u32>,
+    /// Memory offered, in MiB. Default: `MemTotal` of `/proc/meminfo`.
+    pub memory_mb: Option<u64>,
+    /// Disk offered, in MiB. Default: free space of the file system holding `work_dir`.
+    pub disk_mb: Option<u64>,
+    /// Most tasks running at once (1 ..= 100000). Default 64.
+    pub max_tasks: u32,
+    /// Labels the scheduler matches task constraints against.
+    pub labels: BTreeMap<String, String>,
+    /// Pool this agent serves; empty is the default pool.
+    pub pool: String,
+    /// Period of heartbeats. Default 1 s. At most `lease_timeout / 2`.
+    #[serde(with = "duration_str")]
+    pub heartbeat_interval: Duration,
+    /// The agent fences itself (kills every task and forgets it) when no heartbeat sent in the
+    /// last `lease_timeout` has been acknowledged. Default 6 s. **Safety:** must be below the
+    /// masters' `agent_ttl` by a margin covering clock-rate drift and the time a kill takes;
+    /// see `masters_agent_ttl`.
+    #[serde(with = "duration_str")]
+    pub lease_timeout: Duration,
+    /// The masters' `agent_ttl`, only used to check `lease_timeout <= 0.9 * masters_agent_ttl`.
+    /// Default 10 s (the masters' default).
+    #[serde(with = "duration_str")]
+    pub masters_agent_ttl: Duration,
+    /// Limit on establishing a connection to one master. Default 1 s.
+    #[serde(with = "duration_str")]
+    pub connect_timeout: Duration,
+    /// Limit on one call to one master before the next master is tried. Default 2 s.
+    #[serde(with = "duration_str")]
+    pub rpc_timeout: Duration,
+    /// Most reports in one `ReportTaskStatus` call. Default 1000.
+    pub report_batch_max: usize,
+    /// First back-off before a failed report batch is sent again (doubling, full jitter).
+    /// Default 50 ms.
+    #[serde(with = "duration_str")]
+    pub report_backoff_min: Duration,
+    /// Largest back-off between report retries. Default 1 s.
+    #[serde(with = "duration_str")]
+    pub report_backoff_max: Duration,
+    /// On shutdown, how long the agent keeps trying to deliver unacknowledged reports.
+    /// Default 5 s.
+    #[serde(with = "duration_str")]
+    pub report_flush_timeout: Duration,
+    /// Bytes of stdout and of stderr kept per task (the last ones). Default and maximum 16 KiB.
+    pub output_tail_bytes: usize,
+    /// When a task times out or is killed at shutdown, time between SIGTERM and SIGKILL to its
+    /// process group. 0 sends SIGKILL at once. Default 2 s. Fencing kills (lease expired,
+    /// attempt stopped or stale, re-registration) always use SIGKILL at once.
+    #[serde(with = "duration_str")]
+    pub kill_grace: Duration,
+    /// On shutdown, how long running tasks may go on before they are killed. Default 0: kill
+    /// at once.
+    #[serde(with = "duration_str")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            address: None,
+            masters: Vec::new(),
+            work_dir: None,
+            cpu_millis: None,
+            memory_mb: None,
+            disk_mb: None,
+            max_tasks: 64,
+            labels: BTreeMap::new(),
+            pool: String::new(),
+            heartbeat_interval: Duration::from_secs(1),
+            lease_timeout: Duration::from_secs(6),
+            masters_agent_ttl: DEFAULT_MASTERS_AGENT_TTL,
+            connect_timeout: Duration::from_secs(1),
+            rpc_timeout: Duration::from_secs(2),
+            report_batch_max: 1000,
+            report_backoff_min: Duration::from_millis(50),
+            report_backoff_max: Duration::from_secs(1),
+            report_flush_timeout: Duration::from_secs(5),
+            output_tail_bytes: validate::MAX_OUTPUT_TAIL,
+            kill_grace: Duration::from_secs(2),
+            drain_timeout: Duration::ZERO,
+        }
+    }
+}
+
+/// Values given on the command line or in `TAURUS_*` variables; `None` = not given.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub id: Option<String>,
+    pub address: Option<String>,
+    pub masters: Option<Vec<String>>,
+    pub work_dir: Option<PathBuf>,
+    pub cpu_millis: Option<u32>,
+    pub memory_mb: Option<u64>,
+    pub disk_mb: Option<u64>,
+    pub max_tasks: Option<u32>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub pool: Option<String>,
+    pub drain_timeout: Option<Duration>,
+}
+
+/// A checked configuration with every default filled in: what [`crate::run`] works from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedConfig {
+    pub id: String,
+    pub address: String,
+    /// Normalised `http://host:port` URIs, in the order given.
+    pub masters: Vec<String>,
+    /// Absolute.
+    pub work_dir: PathBuf,
+    pub cpu_millis: u32,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub max_tasks: u32,
+    pub labels: BTreeMap<String, String>,
+    pub pool: String,
+    pub heartbeat_interval: Duration,
+    pub lease_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub rpc_timeout: Duration,
+    pub report_batch_max: usize,
+    pub report_backoff_min: Duration,
+    pub report_backoff_max: Duration,
+    pub report_flush_timeout: Duration,
+    pub output_tail_bytes: usize,
+    pub kill_grace: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl AgentConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, AgentError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AgentError::Config(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, AgentError> {
+        toml::from_str(text).map_err(|e| AgentError::Config(e.to_string()))
+    }
+
+    /// Applies flags/env on top of this (file or default) configuration.
+    pub fn overlay(mut self, o: Overrides) -> Self {
+        if let Some(v) = o.id {
+            self.id = Some(v);
+        }
+        if let Some(v) = o.address {
+            self.address = Some(v);
+        }
+        if let Some(v) = o.masters {
+            self.masters = v;
+        }
+        if let Some(v) = o.work_dir {
+            self.work_dir = Some(v);
+        }
+        if let Some(v) = o.cpu_millis {
+            self.cpu_millis = Some(v);
+        }
+        if let Some(v) = o.memory_mb {
+            self.memory_mb = Some(v);
+        }
+        if let Some(v) = o.disk_mb {
+            self.disk_mb = Some(v);
+        }
+        if let Some(v) = o.max_tasks {
+            self.max_tasks = v;
+        }
+        if let Some(v) = o.labels {
+            self.labels = v;
+        }
+        if let Some(v) = o.pool {
+            self.pool = v;
+        }
+        if let Some(v) = o.drain_timeout {
+            self.drain_timeout = v;
+        }
+        self
+    }
+
+    /// Fills in what the machine knows and checks everything, naming the offending key.
+    pub fn resolve(&self) -> Result<ResolvedConfig, AgentError> {
+        let bad = |key: &str, why: String| AgentError::Config(format!("{key}: {why}"));
+        let id = match &self.id {
+            Some(id) => id.clone(),
+            None => machine::hostname()
+                .ok_or_else(|| bad("id", "not set and the host name cannot be read".into()))?,
+        };
+        validate::validate_id(&id).map_err(|e| bad("id", format!("{id:?}: {e}")))?;
+        let address = self.address.clone().or_else(machine::hostname).unwrap_or_else(|| id.clone());
+
+        if self.masters.is_empty() {
+            return Err(bad("masters", "at least one master address is needed".into()));
+        }
+        let mut masters = Vec::with_capacity(self.masters.len());
+        for (i, m) in self.masters.iter().enumerate() {
+            let uri = taurus_client::normalize_address(m).map_err(|e| bad(&format!("masters[{i}]"), e))?;
+            if masters.contains(&uri) {
+                return Err(bad(&format!("masters[{i}]"), format!("{m:?} given twice")));
+            }
+            masters.push(uri);
+        }
+
+        let work_dir = self
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("taurus-agent-{id}")));
+        let work_dir = std::path::absolute(&work_dir)
+            .map_err(|e| bad("work_dir", format!("{}: {e}", work_dir.display())))?;
+
+        let cpu_millis = self.cpu_millis.unwrap_or_else(machine::cpu_millis);
+        let memory_mb = match self.memory_mb {
+            Some(v) => v,
+            None => machine::memory_mb()
+                .ok_or_else(|| bad("memory_mb", "not set and /proc/meminfo cannot be read".into()))?,
+        };
+        let disk_mb = match self.disk_mb {
+            Some(v) => v,
+            None => machine::disk_free_mb(&work_dir).ok_or_else(|| {
+                bad(
+                    "disk_mb",
+                    format!("not set and the free space of {} cannot be read", work_dir.display()),
+                )
+            })?,
+        };
+        if cpu_millis > validate::MAX_CPU_MILLIS {
+            return Err(bad("cpu_millis", format!("at most {}", validate::MAX_CPU_MILLIS)));
+        }
+        if memory_mb > validate::MAX_MB || disk_mb > validate::MAX_MB {
+            return Err(bad("memory_mb/disk_mb", format!("at most {}", validate::MAX_MB)));
+        }
+        if self.max_tasks == 0 || self.max_tasks > validate::MAX_AGENT_TASKS {
+            return Err(bad(
+                "max_tasks",
+                format!("must be from 1 to {}", validate::MAX_AGENT_TASKS),
+            ));
+        }
+        if self.labels.len() > validate::MAX_LABELS {
+            return Err(bad("labels", format!("at most {} labels", validate::MAX_LABELS)));
+        }
+        for (k, v) in &self.labels {
+            if k.is_empty() || k.len() > validate::MAX_LABEL_LEN || v.len() > validate::MAX_LABEL_LEN {
+                return Err(bad(
+                    &format!("labels.{k}"),
+                    format!("keys must be 1 to {0} bytes, values at most {0}", validate::MAX_LABEL_LEN),
+                ));
+            }
+        }
+        if self.pool.len() > validate::MAX_POOL_LEN {
+            return Err(bad("pool", format!("longer than {} bytes", validate::MAX_POOL_LEN)));
+        }
+
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval * 2 > self.lease_timeout {
+            return Err(bad(
+                "heartbeat_interval",
+                "must be non-zero and at most lease_timeout / 2".into(),
+            ));
+        }
+        if self.lease_timeout.mul_f64(10.0 / 9.0) > self.masters_agent_ttl {
+            return Err(bad(
+                "lease_timeout",
+                format!(
+                    "must be at most 0.9 x masters_agent_ttl ({}) so that the agent fences itself \
+                     before the masters give its tasks to another agent",
+                    humantime::format_duration(self.masters_agent_ttl)
+                ),
+            ));
+        }
+        if self.rpc_timeout.is_zero() || self.rpc_timeout >= self.lease_timeout {
+            return Err(bad("rpc_timeout", "must be non-zero and below lease_timeout".into()));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(bad("connect_timeout", "must be non-zero".into()));
+        }
+        if self.report_batch_max == 0 {
+            return Err(bad("report_batch_max", "must be at least 1".into()));
+        }
+        if self.report_backoff_min.is_zero() || self.report_backoff_min > self.report_backoff_max {
+            return Err(bad(
+                "report_backoff_min",
+                "must be non-zero and at most report_backoff_max".into(),
+            ));
+        }
+        if self.output_tail_bytes > validate::MAX_OUTPUT_TAIL {
+            return Err(bad(
+                "output_tail_bytes",
+                format!("at most {} (the masters keep no more)", validate::MAX_OUTPUT_TAIL),
+            ));
+        }
+
+        Ok(ResolvedConfig {
+            id,
+            address,
+            masters,
+            work_dir,
+            cpu_millis,
+            memory_mb,
+            disk_mb,
+            max_tasks: self.max_tasks,
+            labels: self.labels.clone(),
+            pool: self.pool.clone(),
+            heartbeat_interval: self.heartbeat_interval,
+            lease_timeout: self.lease_timeout,
+            connect_timeout: self.connect_timeout,
+            rpc_timeout: self.rpc_timeout,
+            report_batch_max: self.report_batch_max,
+            report_backoff_min: self.report_backoff_min,
+            report_backoff_max: self.report_backoff_max,
+            report_flush_timeout: self.report_flush_timeout,
+            output_tail_bytes: self.output_tail_bytes,
+            kill_grace: self.kill_grace,
+            drain_timeout: self.drain_timeout,
+        })
+    }
+}
+
+/// Parses `zone=eu-1,disk=ssd` into a label map, naming the bad element.
+pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, AgentError> {
+    let mut labels = BTreeMap::new();
+    for (i, part) in s.split(',').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| AgentError::Config(format!("labels[{i}]: expected KEY=VALUE, got {part:?}")))?;
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(AgentError::Config(format!("labels[{i}]: empty key")));
+        }
+        if labels.insert(k.to_string(), v.trim().to_string()).is_some() {
+            return Err(AgentError::Config(format!("labels[{i}]: key {k:?} given twice")));
+        }
+    }
+    Ok(labels)
+}
+
+/// `humantime` strings ("50ms", "2s") for durations in TOML.
+mod duration_str {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+    use serde::Deserializer;
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> AgentConfig {
+        AgentConfig::from_toml("id = \"a1\"\nmasters = [\"127.0.0.1:7101\"]").expect("parses")
+    }
+
+    #[test]
+    fn defaults_come_from_the_machine() {
+        let r = minimal().resolve().expect("resolves");
+        assert_eq!(r.id, "a1");
+        assert_eq!(r.masters, vec!["http://127.0.0.1:7101".to_string()]);
+        assert!(r.work_dir.is_absolute());
+        assert!(r.work_dir.ends_with("taurus-agent-a1"));
+        assert_eq!(r.cpu_millis, machine::cpu_millis());
+        assert!(r.memory_mb > 0);
+        assert_eq!(r.max_tasks, 64);
+        assert_eq!(r.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(r.lease_timeout, Duration::from_secs(6));
+        assert_eq!(r.output_tail_bytes, 16 * 1024);
+        assert_eq!(r.drain_timeout, Duration::ZERO);
+        let no_id = AgentConfig {
+            masters: vec!["h:1".into()],
+            ..Default::default()
+        };
+        assert_eq!(no_id.resolve().expect("resolves").id, machine::hostname().expect("hostname"));
+    }
+
+    #[test]
+    fn every_key_parses_and_flags_override_the_file() {
+        let text = r#"
+            id = "w-7"
+            address = "10.0.0.7"
+            masters = ["a:1", "http://b:2"]
+            work_dir = "/tmp/taurus-w7"
+            cpu_millis = 4000
+            memory_mb = 2048
+            disk_mb = 100
+            max_tasks = 8
+            pool = "gpu"
+            heartbeat_interval = "200ms"
+            lease_timeout = "3s"
+            masters_agent_ttl = "5s"
+            connect_timeout = "500ms"
+            rpc_timeout = "1s"
+            report_batch_max = 10
+            report_backoff_min = "10ms"
+            report_backoff_max = "100ms"
+            report_flush_timeout = "1s"
+            output_tail_bytes = 1024
+            kill_grace = "0s"
+            drain_timeout = "30s"
+            [labels]
+            zone = "eu-1"
+        "#;
+        let c = AgentConfig::from_toml(text).expect("parses");
+        let r = c.clone().resolve().expect("resolves");
+        assert_eq!(r.masters, vec!["http://a:1", "http://b:2"]);
+        assert_eq!(r.labels["zone"], "eu-1");
+        assert_eq!(r.heartbeat_interval, Duration::from_millis(200));
+        assert_eq!(r.drain_timeout, Duration::from_secs(30));
+        assert_eq!((r.cpu_millis, r.memory_mb, r.disk_mb), (4000, 2048, 100));
+        let merged = c.overlay(Overrides {
+            id: Some("w-8".into()),
+            max_tasks: Some(2),
+            labels: Some(parse_labels("zone=us-2,disk=ssd").expect("parses")),
+            ..Default::default()
+        });
+        let r = merged.resolve().expect("resolves");
+        assert_eq!(r.id, "w-8");
+        assert_eq!(r.max_tasks, 2);
+        assert_eq!(r.pool, "gpu", "not overridden: the file's value stays");
+        assert_eq!(r.labels.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert!(AgentConfig::from_toml("idd = 1").is_err());
+        assert!(AgentConfig::from_toml("lease_timeout = \"soon\"").is_err());
+        let cases: Vec<(AgentConfig, &str)> = vec![
+            (
+                AgentConfig {
+                    masters: vec![],
+                    ..minimal()
+                },
+                "masters",
+            ),
+            (
+                AgentConfig {
+                    masters: vec!["nope".into()],
+                    ..minimal()
+                },
+                "masters[0]",
+            ),
+            (
+                AgentConfig {
+                    masters: vec!["a:1".into(), "http://a:1".into()],
+                    ..minimal()
+                },
+                "twice",
+            ),
+            (
+                AgentConfig {
+                    id: Some("a b".into()),
+                    ..minimal()
+                },
+                "id",
+            ),
+            (
+                AgentConfig {
+                    max_tasks: 0,
+                    ..minimal()
+                },
+                "max_tasks",
+            ),
+            (
+                AgentConfig {
+                    lease_timeout: Duration::from_secs(10),
+                    ..minimal()
+                },
+                "lease_timeout",
+            ),
+            (
+                AgentConfig {
+                    heartbeat_interval: Duration::from_secs(4),
+                    ..minimal()
+                },
+                "heartbeat_interval",
+            ),
+            (
+                AgentConfig {
+                    output_tail_bytes: 1 << 20,
+                    ..minimal()
+                },
+                "output_tail_bytes",
+            ),
+            (
+                AgentConfig {
+                    rpc_timeout: Duration::from_secs(6),
+                    ..minimal()
+                },
+                "rpc_timeout",
+            ),
+        ];
+        for (c, key) in cases {
+            let e = c.resolve().expect_err(key).to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn label_lists_parse_and_errors_name_the_element() {
+        let l = parse_labels("a=1, b = 2,").expect("parses");
+        assert_eq!(l["b"], "2");
+        for (bad, what) in [("a=1,x", "labels[1]"), ("=1", "empty key"), ("a=1,a=2", "twice")] {
+            let e = parse_labels(bad).expect_err(bad).to_string();
+            assert!(e.contains(what), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! The executor: runs one attempt of a task as a process group and says how it ended. It knows
+//! nothing of masters, reports or leases, so it is tested on its own (`tests/executor.rs`).
+//!
+//! # How a task runs
+//!
+//! - `command[0]` is the program (looked up in `PATH`), the rest its arguments. The task's `env`
+//!   is added to the agent's environment, and `TAURUS_TASK_ID`, `TAURUS_ATTEMPT` and
+//!   `TAURUS_FENCING_TOKEN` are set. stdin is `/dev/null`.
+//! - The working directory is `work_dir/tasks/<task id>-<token>`, created before and removed
+//!   (with whatever the task left in it) after.
+//! - The process leads its own process group (`setpgid(0, 0)`), and asks the kernel to SIGKILL
+//!   it when the agent dies (`PR_SET_PDEATHSIG`). Its group is listed in `work_dir/running.pgids`
+//!   while it runs, so that the next agent start kills the rest of the group
+//!   ([`crate::pgroup::kill_leftovers`]). Spawning happens on a Tokio worker thread, never a
+//!   blocking-pool thread: the death signal fires when the *thread* that forked exits.
+//! - stdout and stderr are read concurrently; only the last `output_tail_bytes` of each are kept.
+//! - When the leader exits, whatever is left of its group is SIGKILLed: a task never leaves
+//!   background processes behind.
+//!
+//! # How it ends
+//!
+//! | what happened                                   | end         | exit_code | error                  |
+//! |-------------------------------------------------|-------------|-----------|------------------------|
+//! | exit 0                                          | `succeeded` | `Some(0)` | empty                  |
+//! | exit n ≠ 0                                      | `failed`    | `Some(n)` | empty                  |
+//! | killed by a signal the agent did not send       | `failed`    | `None`    | `killed by signal N`   |
+//! | could not be started (no such program, ...)     | `failed`    | `None`    | why                    |
+//! | ran past the task's timeout                     | `timed_out` | as exited | `timed out after ...`  |
+//! | stopped through its [`KillSwitch`]              | `killed`    | as exited | `killed: <reason>`     |
+//!
+//! A timeout, and a stop for [`StopReason::Shutdown`], send SIGTERM to the group and SIGKILL
+//! `kill_grace` later (at once when `kill_grace` is 0). Every other [`StopReason`] means the
+//! attempt may already run elsewhere, so the group is SIGKILLed at once, from
+//! [`KillSwitch::kill`] itself (no waiting for this task to be scheduled).
+//!
+//! # Built-in commands
+//!
+//! Commands whose program starts with `taurus:` run inside the agent, without a process:
+//! - `taurus:noop` succeeds at once. Benchmarks use it to measure the scheduler, not `fork`.
+//! - `taurus:sleep MS` sleeps `MS` milliseconds, then succeeds; timeouts and stops apply as to
+//!   a process. Tests use it.
+//!
+//! Any other `taurus:` program fails with an error naming the known ones.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicI32;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::AsyncRead;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::error::AgentError;
+use crate::pgroup;
+use crate::pgroup::PgidFile;
+use crate::tail::TailBuffer;
+
+/// Prefix of built-in commands.
+pub const BUILTIN_PREFIX: &str = "taurus:";
+
+/// After the process group is gone, how long the output readers may take to reach the end of
+/// the pipes. Only a process that escaped the group (`setsid`) and kept the pipe open makes
+/// them wait that long; what was read until then is kept.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
+
+/// One attempt to run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub task_id: String,
+    /// 1-based attempt number (for the environment and logs).
+    pub attempt: u32,
+    /// The attempt's fencing token; also names its working directory.
+    pub token: u64,
+    /// argv; `command[0]` is the program.
+    pub command: Vec<String>,
+    /// Added to the agent's environment.
+    pub env: BTreeMap<String, String>,
+    /// Execution timeout; `None` for none.
+    pub timeout: Option<Duration>,
+}
+
+/// How an attempt ended on the agent (the `end` of a FINISHED report).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum End {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Killed,
+}
+
+impl End {
+    /// The wire name (`succeeded | failed | timed_out | killed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Killed => "killed",
+        }
+    }
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything a FINISHED report says about an attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub end: End,
+    /// The exit code, or `None` when the process was ended by a signal or never started.
+    pub exit_code: Option<i32>,
+    /// Why it ended, when it did not end by itself with an exit code (see the module docs).
+    pub error: String,
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+}
+
+impl Outcome {
+    fn new(end: End, exit_code: Option<i32>, error: impl Into<String>) -> Self {
+        Self {
+            end,
+            exit_code,
+            error: error.into(),
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+        }
+    }
+
+    fn failed(error: impl Into<String>) -> Self {
+        Self::new(End::Failed, None, error)
+    }
+}
+
+/// Why the agent stops an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StopReason {
+    /// A master said the attempt is no longer current (`stop`, or a `stale` report), or the
+    /// task was cancelled. SIGKILL at once.
+    Stopped,
+    /// The agent's lease ran out, or its epoch is no longer current. SIGKILL at once.
+    Fenced,
+    /// The agent is shutting down (or its drain deadline passed). SIGTERM, then SIGKILL after
+    /// `kill_grace`.
+    Shutdown,
+}
+
+impl StopReason {
+    /// Whether the group is SIGKILLed at once (the attempt may already run elsewhere).
+    pub fn is_immediate(self) -> bool {
+        !matches!(self, Self::Shutdown)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Stopped => "the attempt was stopped",
+            Self::Fenced => "the agent fenced itself",
+            Self::Shutdown => "the agent is shutting down",
+        }
+    }
+}
+
+/// Stops one attempt, from anywhere, before or while it runs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct KillSwitch {
+    inner: Arc<SwitchInner>,
+}
+
+#[derive(Debug)]
+struct SwitchInner {
+    reason: watch::Sender<Option<StopReason>>,
+    /// The running process group, 0 when there is none (yet, or any more).
+    pgid: AtomicI32,
+}
+
+impl Default for KillSwitch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KillSwitch {
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(SwitchInner {
+                reason: watch::Sender::new(None),
+                pgid: AtomicI32::new(0),
+            }),
+        }
+    }
+
+    /// Stops the attempt. For an immediate reason the process group is SIGKILLed right here;
+    /// otherwise the executor starts a graceful kill. The first reason sticks, except that an
+    /// immediate reason overrides a graceful one.
+    pub fn kill(&self, reason: StopReason) {
+        self.inner.reason.send_if_modified(|current| match current {
+            None => {
+                *current = Some(reason);
+                true
+            }
+            Some(r) if !r.is_immediate() && reason.is_immediate() => {
+                *current = Some(reason);
+                true
+            }
+            Some(_) => false,
+        });
+        if reason.is_immediate() {
+            let pgid = self.inner.pgid.load(Ordering::SeqCst);
+            if pgid > 0 {
+                pgroup::signal_group(pgid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// The reason given to [`KillSwitch::kill`], if it was called.
+    pub fn reason(&self) -> Option<StopReason> {
+        *self.inner.reason.borrow()
+    }
+
+    /// Publishes the running group; kills it at once if an immediate stop came first.
+    fn set_pgid(&self, pgid: i32) {
+        self.inner.pgid.store(pgid, Ordering::SeqCst);
+        if self.reason().is_some_and(StopReason::is_immediate) {
+            pgroup::signal_group(pgid, libc::SIGKILL);
+        }
+    }
+
+    fn clear_pgid(&self) {
+        self.inner.pgid.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Runs attempts. One per agent; shared by every running attempt.
+#[derive(Debug)]
+pub struct Executor {
+    tasks_dir: PathBuf,
+    output_tail_bytes: usize,
+    kill_grace: Duration,
+    pgids: PgidFile,
+    spawned: AtomicU64,
+}
+
+impl Executor {
+    /// An executor working under `work_dir` (created if missing, made absolute).
+    pub fn new(work_dir: &Path, output_tail_bytes: usize, kill_grace: Duration) -> Result<Self, AgentError> {
+        let work_dir = std::path::absolute(work_dir)
+            .map_err(|e| AgentError::io(format!("work directory {}", work_dir.display()), e))?;
+        let tasks_dir = work_dir.join("tasks");
+        std::fs::create_dir_all(&tasks_dir)
+            .map_err(|e| AgentError::io(format!("cannot create {}", tasks_dir.display()), e))?;
+        Ok(Self {
+            tasks_dir,
+            output_tail_bytes,
+            kill_grace,
+            pgids: PgidFile::new(&work_dir),
+            spawned: AtomicU64::new(0),
+        })
+    }
+
+    /// Kills the process groups a previous incarnation left running (see
+    /// [`pgroup::kill_leftovers`]) and empties the per-task directories. Call once, before the
+    /// first task. Blocking; returns the groups it killed.
+    pub fn kill_leftovers(&self) -> Result<Vec<i32>, AgentError> {
+        let work_dir = self.tasks_dir.parent().unwrap_or(&self.tasks_dir);
+        let killed = pgroup::kill_leftovers(work_dir).map_err(|e| {
+            AgentError::io(format!("cannot read {}", work_dir.join(pgroup::PGID_FILE).display()), e)
+        })?;
+        match std::fs::remove_dir_all(&self.tasks_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(AgentError::io(format!("cannot empty {}", self.tasks_dir.display()), e)),
+        }
+        std::fs::create_dir_all(&self.tasks_dir)
+            .map_err(|e| AgentError::io(format!("cannot create {}", self.tasks_dir.display()), e))?;
+        Ok(killed)
+    }
+
+    /// How many processes this executor has started (built-in commands start none).
+    pub fn processes_spawned(&self) -> u64 {
+        self.spawned.load(Ordering::Relaxed)
+    }
+
+    /// Process groups of the attempts running now.
+    pub fn running_groups(&self) -> Vec<i32> {
+        self.pgids.running()
+    }
+
+    /// The working directory an attempt gets.
+    pub fn task_dir(&self, req: &ExecRequest) -> PathBuf {
+        self.tasks_dir.join(format!("{}-{}", req.task_id, req.token))
+    }
+
+    /// Runs one attempt to its end. `switch` stops it (also before it starts).
+    pub async fn run(&self, req: &ExecRequest, switch: &KillSwitch) -> Outcome {
+        if let Some(reason) = switch.reason() {
+            return Outcome::new(End::Killed, None, format!("killed: {}", reason.describe()));
+        }
+        let Some(program) = req.command.first() else {
+            return Outcome::failed("empty command");
+        };
+        if let Some(name) = program.strip_prefix(BUILTIN_PREFIX) {
+            return run_builtin(name, req, switch).await;
+        }
+        self.run_process(req, switch).await
+    }
+
+    async fn run_process(&self, req: &ExecRequest, switch: &KillSwitch) -> Outcome {
+        let dir = self.task_dir(req);
+        if let Err(e) = tokio::fs::create_dir_all(&dir).await {
+            return Outcome::failed(format!("cannot create the working directory {}: {e}", dir.display()));
+        }
+        let mut cmd = tokio::process::Command::new(&req.command[0]);
+        cmd.args(&req.command[1..])
+            .envs(&req.env)
+            .env("TAURUS_TASK_ID", &req.task_id)
+            .env("TAURUS_ATTEMPT", req.attempt.to_string())
+            .env("TAURUS_FENCING_TOKEN", req.token.to_string())
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        // SAFETY: getpid has no preconditions.
+        let agent_pid = unsafe { libc::getpid() };
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe calls (prctl, getppid); it allocates nothing on success.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The agent died between fork and prctl: the signal will never come.
+                if libc::getppid() != agent_pid {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                remove_dir(&dir).await;
+                return Outcome::failed(format!("cannot start {:?}: {e}", req.command[0]));
+            }
+        };
+        self.spawned.fetch_add(1, Ordering::Relaxed);
+        let Some(pgid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
+            // Cannot happen for a child that was not waited for; be safe anyway.
+            let _ = child.kill().await;
+            remove_dir(&dir).await;
+            return Outcome::failed("the started process has no pid");
+        };
+        self.pgids.add(pgid);
+        switch.set_pgid(pgid);
+        tracing::debug!(task = %req.task_id, attempt = req.attempt, token = req.token, pgid, "started");
+
+        let stdout = Arc::new(Mutex::new(TailBuffer::new(self.output_tail_bytes)));
+        let stderr = Arc::new(Mutex::new(TailBuffer::new(self.output_tail_bytes)));
+        let readers = [
+            child.stdout.take().map(|r| tokio::spawn(read_into(r, stdout.clone()))),
+            child.stderr.take().map(|r| tokio::spawn(read_into(r, stderr.clone()))),
+        ];
+
+        let mut stop_rx = switch.inner.reason.subscribe();
+        let timeout_at = req.timeout.map(|t| Instant::now() + t);
+        let mut cause: Option<Cause> = None;
+        let mut watching_stop = true;
+        let mut hard_kill_at: Option<Instant> = None;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                () = sleep_until(timeout_at), if cause.is_none() => {
+                    cause = Some(Cause::TimedOut(req.timeout.unwrap_or_default()));
+                    hard_kill_at = self.soft_kill(pgid);
+                }
+                reason = next_reason(&mut stop_rx), if watching_stop => match reason {
+                    None => watching_stop = false,
+                    Some(reason) => {
+                        cause.get_or_insert(Cause::Stopped(reason));
+                        if reason.is_immediate() {
+                            pgroup::signal_group(pgid, libc::SIGKILL);
+                            watching_stop = false;
+                        } else if hard_kill_at.is_none() {
+                            hard_kill_at = self.soft_kill(pgid);
+                        }
+                    }
+                },
+                () = sleep_until(hard_kill_at), if hard_kill_at.is_some() => {
+                    pgroup::signal_group(pgid, libc::SIGKILL);
+                    hard_kill_at = None;
+                }
+            }
+        };
+        // Whatever the leader left in its group goes with it. The group id cannot have been
+        // reused while a member lives; once it is empty, killpg fails harmlessly.
+        switch.clear_pgid();
+        pgroup::signal_group(pgid, libc::SIGKILL);
+        self.pgids.remove(pgid);
+
+        let drain_until = Instant::now() + OUTPUT_DRAIN;
+        for reader in readers.into_iter().flatten() {
+            let abort = reader.abort_handle();
+            if tokio::time::timeout_at(drain_until, reader).await.is_err() {
+                abort.abort();
+                tracing::warn!(
+                    task = %req.task_id,
+                    token = req.token,
+                    "output still open after the process group ended (a process escaped it?)"
+                );
+            }
+        }
+        remove_dir(&dir).await;
+
+        let mut outcome = match status {
+            Ok(status) => outcome_of(status, cause),
+            Err(e) => Outcome::failed(format!("cannot wait for the process: {e}")),
+        };
+        outcome.stdout_tail = lock(&stdout).to_string_lossy();
+        outcome.stderr_tail = lock(&stderr).to_string_lossy();
+        outcome
+    }
+
+    /// SIGTERM now and SIGKILL at the returned time, or SIGKILL now when there is no grace.
+    fn soft_kill(&self, pgid: i32) -> Option<Instant> {
+        if self.kill_grace.is_zero() {
+            pgroup::signal_group(pgid, libc::SIGKILL);
+            None
+        } else {
+            pgroup::signal_group(pgid, libc::SIGTERM);
+            Some(Instant::now() + self.kill_grace)
+        }
+    }
+}
+
+/// Why the agent ended an attempt.
+#[derive(Clone, Copy, Debug)]
+enum Cause {
+    TimedOut(Duration),
+    Stopped(StopReason),
+}
+
+fn outcome_of(status: ExitStatus, cause: Option<Cause>) -> Outcome {
+    use std::os::unix::process::ExitStatusExt;
+    let code = status.code();
+    match cause {
+        Some(Cause::TimedOut(t)) => {
+            Outcome::new(End::TimedOut, code, format!("timed out after {}", humantime::format_duration(t)))
+        }
+        Some(Cause::Stopped(r)) => Outcome::new(End::Killed, code, format!("killed: {}", r.describe())),
+        None => match (code, status.signal()) {
+            (Some(0), _) => Outcome::new(End::Succeeded, Some(0), ""),
+            (Some(c), _) => Outcome::new(End::Failed, Some(c), ""),
+            (None, Some(sig)) => Outcome::new(End::Failed, None, format!("killed by signal {sig}")),
+            (None, None) => Outcome::failed(format!("ended without exit code or signal ({status})")),
+        },
+    }
+}
+
+async fn run_builtin(name: &str, req: &ExecRequest, switch: &KillSwitch) -> Outcome {
+    match name {
+        "noop" => Outcome::new(End::Succeeded, Some(0), ""),
+        "sleep" => {
+            let ms = match req.command.get(1).map(|s| s.parse::<u64>()) {
+                Some(Ok(ms)) => ms,
+                _ => return Outcome::failed("usage: taurus:sleep MILLISECONDS"),
+            };
+            let timeout_at = req.timeout.map(|t| Instant::now() + t);
+            let mut stop_rx = switch.inner.reason.subscribe();
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(ms)) => Outcome::new(End::Succeeded, Some(0), ""),
+                () = sleep_until(timeout_at) => Outcome::new(
+                    End::TimedOut,
+                    None,
+                    format!("timed out after {}", humantime::format_duration(req.timeout.unwrap_or_default())),
+                ),
+                Some(r) = next_reason(&mut stop_rx) => {
+                    Outcome::new(End::Killed, None, format!("killed: {}", r.describe()))
+                }
+            }
+        }
+        other => Outcome::failed(format!(
+            "unknown built-in command {BUILTIN_PREFIX}{other} (known: {BUILTIN_PREFIX}noop, \
+             {BUILTIN_PREFIX}sleep MS)"
+        )),
+    }
+}
+
+/// The first stop reason (or an immediate one replacing a graceful one); `None` when the
+/// switch is gone (never stopped).
+async fn next_reason(rx: &mut watch::Receiver<Option<StopReason>>) -> Option<StopReason> {
+    let seen = *rx.borrow_and_update();
+    if let Some(r) = seen
+        && r.is_immediate()
+    {
+        return Some(r);
+    }
+    loop {
+        if let Some(r) = *rx.borrow_and_update()
+            && Some(r) != seen
+        {
+            return Some(r);
+        }
+        if rx.changed().await.is_err() {
+            return None;
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn read_into(mut reader: impl AsyncRead + Unpin, tail: Arc<Mutex<TailBuffer>>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => lock(&tail).push(&buf[..n]),
+        }
+    }
+}
+
+fn lock(tail: &Mutex<TailBuffer>) -> std::sync::MutexGuard<'_, TailBuffer> {
+    tail.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn remove_dir(dir: &Path) {
+    if let Err(e) = tokio::fs::remove_dir_all(dir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a task's working directory");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_names_match_the_domain_names() {
+        use taurus_core::types::AttemptEnd;
+        for (ours, theirs) in [
+            (End::Succeeded, AttemptEnd::Succeeded),
+            (End::Failed, AttemptEnd::Failed),
+            (End::TimedOut, AttemptEnd::TimedOut),
+            (End::Killed, AttemptEnd::Killed),
+        ] {
+            assert_eq!(ours.as_str(), theirs.as_str());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_immediate_reason_overrides_a_graceful_one_but_not_the_reverse() {
+        let s = KillSwitch::new();
+        let mut rx = s.inner.reason.subscribe();
+        s.kill(StopReason::Shutdown);
+        assert_eq!(next_reason(&mut rx).await, Some(StopReason::Shutdown));
+        s.kill(StopReason::Fenced);
+        assert_eq!(next_reason(&mut rx).await, Some(StopReason::Fenced));
+        s.kill(StopReason::Shutdown);
+        assert_eq!(s.reason(), Some(StopReason::Fenced));
+    }
+}

@@ -1,0 +1,61 @@
+//! Taurus agent: runs the tasks the masters assign to it, as real processes, and never lets a
+//! task run on two agents at once.
+//!
+//! # Layout
+//!
+//! - `config`: [`AgentConfig`] (TOML + overrides) and its checked form [`ResolvedConfig`].
+//! - `exec`: the [`Executor`], which runs one attempt as a process group with a timeout,
+//!   cancellation and bounded output capture. Testable without any master.
+//! - `pgroup`: process-group signalling and the `running.pgids` file that lets a restarted agent
+//!   kill what its SIGKILLed predecessor left running.
+//! - `runtime`: [`run`], the actor that registers, follows the assignment feed, claims and
+//!   starts attempts, heartbeats, fences itself when its lease lapses, and shuts down.
+//! - `reporter`: batches STARTED/FINISHED reports and retries them until acknowledged.
+//! - `masters`: channels to every master, one-attempt calls, back-off.
+//! - `lease`: the lease and the load average (pure).
+//!
+//! # Safety argument, in short
+//!
+//! An attempt runs only after its STARTED claim (carrying its fencing token) was applied, and
+//! only while the agent's lease holds. The lease is renewed only by an acknowledged heartbeat
+//! and lasts `lease_timeout` from when that heartbeat was *sent*, which is before the leader
+//! received it; the leader reassigns only `agent_ttl > lease_timeout` after the last heartbeat
+//! it received. So an agent that lost contact kills its attempts before anyone else may start
+//! them. Agent death is covered by `PR_SET_PDEATHSIG` (the task's leader) and by the
+//! `running.pgids` file (the rest of its group, killed at the next start).
+//!
+//! **Architecture Invariant:** the agent never reports an attempt it killed because of a
+//! master's decision or of fencing (`stop`, `stale`, re-registration, lease expiry): the masters
+//! have already given the task to someone else, and only FINISHED reports of attempts that ran
+//! to their end (or were killed by the agent's own timeout or shutdown) are sent.
+
+mod config;
+mod error;
+mod exec;
+mod lease;
+mod machine;
+mod masters;
+pub mod pgroup;
+mod reporter;
+mod runtime;
+mod tail;
+
+pub use config::AgentConfig;
+pub use config::DEFAULT_MASTERS_AGENT_TTL;
+pub use config::MAX_REPORT_BATCH_BYTES;
+pub use config::Overrides;
+pub use config::ResolvedConfig;
+pub use config::parse_labels;
+pub use error::AgentError;
+pub use exec::BUILTIN_PREFIX;
+pub use exec::End;
+pub use exec::ExecRequest;
+pub use exec::Executor;
+pub use exec::KillSwitch;
+pub use exec::Outcome;
+pub use exec::StopReason;
+pub use lease::Lease;
+pub use lease::LoadAverage;
+pub use runtime::run;
+pub use runtime::run_resolved;
+pub use tail::TailBuffer;

@@ -1,0 +1,350 @@
+//! Leader-only duties: agent liveness and the scheduling loop.
+//!
+//! This is derived state, never replicated, rebuilt from scratch at every election:
+//! - **liveness** ([`taurus_core::liveness::Liveness`]): heartbeats are not in the log. The leader
+//!   remembers when it last heard from each agent; on election every agent's clock starts afresh
+//!   (a grace period), and only after `agent_ttl` of silence does it propose
+//!   `SetAgentState down` (carrying the epoch it judged, so a re-registered agent is safe).
+//! - **observations** the policies use: each agent's reported load and its observed
+//!   assigned-to-started latency (a moving average).
+//! - **the scheduling loop**: woken by every applied entry (new runnable work, freed capacity,
+//!   new agents) and by a timer. Each round it proposes what is due, in this order: `down` for
+//!   silent agents, `Tick` when a retry or a deadline falls due, and one `Assign` with the
+//!   policy's placements. It waits for each proposal to commit before the next round, so a round
+//!   always sees the previous round's effect (no double placement to be rejected).
+//!
+//! Every decision is made from a clone of the applied state (O(1), `imbl`), never under a lock
+//! held across an await.
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::OnceLock;
+use std::sync::PoisonError;
+use std::time::Instant;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use taurus_core::Command;
+use taurus_core::State;
+use taurus_core::liveness::Liveness;
+use taurus_core::schedule::AgentView;
+use taurus_core::schedule::Candidate;
+use taurus_core::schedule::Policy;
+use taurus_core::schedule::Unstarted;
+use taurus_core::schedule::View;
+use taurus_core::types::AgentState;
+use taurus_core::types::Task;
+use taurus_core::types::TaskState;
+
+use crate::batcher::now_ms;
+use crate::config::SchedulerTuning;
+use crate::node::Node;
+
+/// Milliseconds on a monotonic clock (process-local), for liveness.
+pub fn mono_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Weight of a new sample in the start-latency moving average.
+const LATENCY_ALPHA: f64 = 0.2;
+
+/// What the leader observes about agents during one term.
+struct Observed {
+    term: u64,
+    liveness: Liveness,
+    loads: HashMap<String, f64>,
+    start_latency_ms: HashMap<String, f64>,
+}
+
+/// Shared between the loop and the agent service handlers on this master.
+#[derive(Clone, Default)]
+pub struct LeaderDuties {
+    observed: Arc<Mutex<Option<Observed>>>,
+}
+
+impl LeaderDuties {
+    fn with<T>(&self, f: impl FnOnce(&mut Observed) -> T) -> Option<T> {
+        let mut g = self.observed.lock().unwrap_or_else(PoisonError::into_inner);
+        g.as_mut().map(f)
+    }
+
+    /// A heartbeat (or registration) this master answered as leader.
+    pub fn heartbeat(&self, agent: &str, epoch: u64, load: Option<f64>) {
+        let now = mono_ms();
+        self.with(|o| {
+            o.liveness.heartbeat(agent, epoch, now);
+            if let Some(l) = load.filter(|l| l.is_finite() && *l >= 0.0) {
+                o.loads.insert(agent.to_string(), l);
+            }
+        });
+    }
+
+    /// An accepted start: `latency_ms` from assignment to the agent's claim.
+    pub fn started(&self, agent: &str, latency_ms: u64) {
+        self.with(|o| {
+            let e = o
+                .start_latency_ms
+                .entry(agent.to_string())
+                .or_insert(latency_ms as f64);
+            *e = (1.0 - LATENCY_ALPHA) * *e + LATENCY_ALPHA * latency_ms as f64;
+        });
+    }
+
+    /// The term these duties are running for, if any.
+    pub fn term(&self) -> Option<u64> {
+        self.with(|o| o.term)
+    }
+}
+
+/// Runs forever on every master: whenever this master leads, runs the duties for that term.
+pub async fn run(node: Node, tuning: SchedulerTuning, policy: Arc<dyn Policy>) {
+    let mut metrics = node.raft.metrics();
+    loop {
+        let (leader, term) = {
+            let m = metrics.borrow_watched();
+            (m.current_leader, m.current_term)
+        };
+        if leader == Some(node.id) {
+            tracing::info!(term, policy = policy.name(), "leader duties start");
+            {
+                let mut g = node
+                    .duties
+                    .observed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let mut liveness = Liveness::new(tuning.agent_ttl.as_millis() as u64);
+                liveness.on_elected(mono_ms());
+                *g = Some(Observed {
+                    term,
+                    liveness,
+                    loads: HashMap::new(),
+                    start_latency_ms: HashMap::new(),
+                });
+            }
+            run_term(&node, &tuning, policy.as_ref(), term).await;
+            *node
+                .duties
+                .observed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = None;
+            tracing::info!(term, "leader duties stop");
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn still_leads(node: &Node, term: u64) -> bool {
+    let m = node.metrics();
+    m.current_leader == Some(node.id) && m.current_term == term
+}
+
+/// Why a round stopped early.
+enum Stop {
+    LostLeadership,
+}
+
+async fn run_term(node: &Node, tuning: &SchedulerTuning, policy: &dyn Policy, term: u64) {
+    let mut applied = node.sm.subscribe();
+    let mut metrics = node.raft.metrics();
+    loop {
+        if !still_leads(node, term) {
+            return;
+        }
+        match round(node, tuning, policy).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(Stop::LostLeadership) => return,
+        }
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { return },
+            r = metrics.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(tuning.interval) => {}
+        }
+    }
+}
+
+/// Proposes `cmd`; `Err` when this master cannot write any more.
+async fn propose(node: &Node, cmd: Command) -> Result<taurus_core::Response, Stop> {
+    match node.raft.client_write(cmd).await {
+        Ok(r) => Ok(r.data),
+        Err(e) => {
+            tracing::info!(error = %e, "leader duty proposal failed");
+            Err(Stop::LostLeadership)
+        }
+    }
+}
+
+/// One round; `Ok(true)` when it proposed something (run another at once).
+async fn round(node: &Node, tuning: &SchedulerTuning, policy: &dyn Policy) -> Result<bool, Stop> {
+    let state: State = node.sm.read(|s| s.clone());
+    let mut proposed = false;
+
+    // 1. Silent agents go down.
+    let live_agents: Vec<(String, u64, bool)> = state
+        .agents()
+        .map(|a| (a.info.id.clone(), a.epoch, a.state != AgentState::Down))
+        .collect();
+    let expired = node
+        .duties
+        .with(|o| {
+            o.liveness.expired(
+                live_agents.iter().map(|(id, e, l)| (id.as_str(), *e, *l)),
+                mono_ms(),
+            )
+        })
+        .unwrap_or_default();
+    for (id, epoch) in expired {
+        tracing::warn!(agent = %id, epoch, ttl = ?tuning.agent_ttl, "agent silent past agent_ttl: declaring it down");
+        propose(
+            node,
+            Command::SetAgentState {
+                id: id.clone(),
+                epoch: Some(epoch),
+                state: AgentState::Down,
+                reason: format!(
+                    "no heartbeat for {}",
+                    humantime::format_duration(tuning.agent_ttl)
+                ),
+                now_ms: now_ms(),
+            },
+        )
+        .await?;
+        node.duties.with(|o| o.liveness.forget(&id));
+        proposed = true;
+    }
+    if proposed {
+        return Ok(true);
+    }
+
+    // 2. Retries falling due, deadlines passing.
+    let now = now_ms();
+    if state.next_due_ms().is_some_and(|due| due <= now) {
+        propose(node, Command::Tick { now_ms: now }).await?;
+        return Ok(true);
+    }
+
+    // 3. Placements.
+    let Some(view) = build_view(&state, node, tuning, now) else {
+        return Ok(false);
+    };
+    let placements = policy.place(&view);
+    if placements.is_empty() {
+        return Ok(false);
+    }
+    let n = placements.len();
+    match propose(
+        node,
+        Command::Assign {
+            placements,
+            now_ms: now,
+        },
+    )
+    .await?
+    {
+        taurus_core::Response::Assigned(results) => {
+            let rejected = results.iter().filter(|r| r.is_err()).count();
+            if rejected > 0 {
+                tracing::debug!(placed = n - rejected, rejected, "assign round");
+            }
+            // Everything rejected means the view was wrong in a way another round will not fix
+            // before something else changes: wait for an event.
+            Ok(rejected < n)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// The policy's view, or `None` when nothing could be placed (no runnable work or no room).
+fn build_view(state: &State, node: &Node, tuning: &SchedulerTuning, now: u64) -> Option<View> {
+    if state.runnable_len() == 0 {
+        return None;
+    }
+    let (loads, latency) = node
+        .duties
+        .with(|o| (o.loads.clone(), o.start_latency_ms.clone()))
+        .unwrap_or_default();
+    let mut free_slots: usize = 0;
+    let mut any_overloaded = false;
+    let agents: Vec<AgentView> = state
+        .agents()
+        .filter(|a| a.state != AgentState::Down)
+        .map(|a| {
+            let alive = a.state == AgentState::Alive;
+            if alive {
+                free_slots += a.info.max_tasks.saturating_sub(a.tasks) as usize;
+            }
+            let load = loads.get(&a.info.id).copied();
+            let unstarted = if load.is_some_and(|l| l > 1.0) {
+                any_overloaded = true;
+                state
+                    .agent_tasks(&a.info.id)
+                    .filter_map(|(id, token)| {
+                        let t = state.get(id)?;
+                        (t.state == TaskState::Assigned).then(|| Unstarted {
+                            task: candidate(t),
+                            token,
+                        })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            AgentView {
+                id: a.info.id.clone(),
+                epoch: a.epoch,
+                pool: a.info.pool.clone(),
+                labels: a.info.labels.clone(),
+                total: a.info.resources,
+                max_tasks: a.info.max_tasks,
+                used: a.used,
+                tasks: a.tasks,
+                alive,
+                load,
+                start_latency_ms: latency.get(&a.info.id).copied(),
+                unstarted,
+            }
+        })
+        .collect();
+    if free_slots == 0 && !any_overloaded {
+        return None;
+    }
+    // A bounded window of the queue: the highest priorities, and (for ageing) the oldest. Twice
+    // the free slots, so tasks that fit nowhere (pool, constraints, size) do not hide the rest.
+    let window = tuning.max_placements.min(free_slots.saturating_mul(2) + 16);
+    let mut seen: HashSet<&str> = HashSet::with_capacity(window * 2);
+    let mut candidates: Vec<Candidate> = Vec::with_capacity(window * 2);
+    for t in state.runnable_tasks().take(window) {
+        seen.insert(&t.spec.id);
+        candidates.push(candidate(t));
+    }
+    if !tuning.ageing_per_point.is_zero() {
+        for t in state.runnable_oldest().take(window) {
+            if seen.insert(&t.spec.id) {
+                candidates.push(candidate(t));
+            }
+        }
+    }
+    Some(View {
+        now_ms: now,
+        candidates,
+        agents,
+        ageing_ms_per_point: tuning.ageing_per_point.as_millis() as u64,
+        max_placements: tuning.max_placements,
+    })
+}
+
+fn candidate(t: &Task) -> Candidate {
+    Candidate {
+        id: t.spec.id.clone(),
+        priority: t.spec.priority,
+        seq: t.seq,
+        queued_at_ms: t.queued_at_ms,
+        resources: t.spec.resources,
+        pool: t.spec.pool.clone(),
+        constraints: t.spec.constraints.clone(),
+    }
+}

@@ -73,7 +73,12 @@ pub async fn run(args: DevArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
     println!(
         "started {} agents: {}",
         cluster.agents.len(),
-        cluster.agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+        cluster
+            .agents
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "data and logs: {}{}",
@@ -382,7 +387,10 @@ async fn demo(cluster: &mut DevCluster, masters: &[String]) -> anyhow::Result<()
             spec.name,
             attempt.agent_id,
             attempt.number,
-            attempt.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            attempt
+                .exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
             attempt.stdout_tail.trim_end()
         );
     }

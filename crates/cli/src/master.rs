@@ -37,7 +37,7 @@ pub fn resolve_config(args: MasterStartArgs) -> anyhow::Result<MasterConfig> {
     Ok(config)
 }
 
-fn init_logging(format: LogFormat) -> anyhow::Result<()> {
+pub fn init_logging(format: LogFormat) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(s) if !s.trim().is_empty() => EnvFilter::try_new(&s).with_context(|| format!("RUST_LOG={s:?}"))?,
         _ => EnvFilter::new(DEFAULT_LOG_FILTER),

@@ -245,7 +245,11 @@ impl AgentConfig {
                 .ok_or_else(|| bad("id", "not set and the host name cannot be read".into()))?,
         };
         validate::validate_id(&id).map_err(|e| bad("id", format!("{id:?}: {e}")))?;
-        let address = self.address.clone().or_else(machine::hostname).unwrap_or_else(|| id.clone());
+        let address = self
+            .address
+            .clone()
+            .or_else(machine::hostname)
+            .unwrap_or_else(|| id.clone());
 
         if self.masters.is_empty() {
             return Err(bad("masters", "at least one master address is needed".into()));
@@ -277,7 +281,10 @@ impl AgentConfig {
             None => machine::disk_free_mb(&work_dir).ok_or_else(|| {
                 bad(
                     "disk_mb",
-                    format!("not set and the free space of {} cannot be read", work_dir.display()),
+                    format!(
+                        "not set and the free space of {} cannot be read",
+                        work_dir.display()
+                    ),
                 )
             })?,
         };
@@ -300,12 +307,18 @@ impl AgentConfig {
             if k.is_empty() || k.len() > validate::MAX_LABEL_LEN || v.len() > validate::MAX_LABEL_LEN {
                 return Err(bad(
                     &format!("labels.{k}"),
-                    format!("keys must be 1 to {0} bytes, values at most {0}", validate::MAX_LABEL_LEN),
+                    format!(
+                        "keys must be 1 to {0} bytes, values at most {0}",
+                        validate::MAX_LABEL_LEN
+                    ),
                 ));
             }
         }
         if self.pool.len() > validate::MAX_POOL_LEN {
-            return Err(bad("pool", format!("longer than {} bytes", validate::MAX_POOL_LEN)));
+            return Err(bad(
+                "pool",
+                format!("longer than {} bytes", validate::MAX_POOL_LEN),
+            ));
         }
 
         if self.heartbeat_interval.is_zero() || self.heartbeat_interval * 2 > self.lease_timeout {
@@ -325,7 +338,10 @@ impl AgentConfig {
             ));
         }
         if self.rpc_timeout.is_zero() || self.rpc_timeout >= self.lease_timeout {
-            return Err(bad("rpc_timeout", "must be non-zero and below lease_timeout".into()));
+            return Err(bad(
+                "rpc_timeout",
+                "must be non-zero and below lease_timeout".into(),
+            ));
         }
         if self.connect_timeout.is_zero() {
             return Err(bad("connect_timeout", "must be non-zero".into()));
@@ -434,7 +450,10 @@ mod tests {
             masters: vec!["h:1".into()],
             ..Default::default()
         };
-        assert_eq!(no_id.resolve().expect("resolves").id, machine::hostname().expect("hostname"));
+        assert_eq!(
+            no_id.resolve().expect("resolves").id,
+            machine::hostname().expect("hostname")
+        );
     }
 
     #[test]

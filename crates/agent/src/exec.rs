@@ -274,12 +274,20 @@ impl Executor {
     pub fn kill_leftovers(&self) -> Result<Vec<i32>, AgentError> {
         let work_dir = self.tasks_dir.parent().unwrap_or(&self.tasks_dir);
         let killed = pgroup::kill_leftovers(work_dir).map_err(|e| {
-            AgentError::io(format!("cannot read {}", work_dir.join(pgroup::PGID_FILE).display()), e)
+            AgentError::io(
+                format!("cannot read {}", work_dir.join(pgroup::PGID_FILE).display()),
+                e,
+            )
         })?;
         match std::fs::remove_dir_all(&self.tasks_dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(AgentError::io(format!("cannot empty {}", self.tasks_dir.display()), e)),
+            Err(e) => {
+                return Err(AgentError::io(
+                    format!("cannot empty {}", self.tasks_dir.display()),
+                    e,
+                ));
+            }
         }
         std::fs::create_dir_all(&self.tasks_dir)
             .map_err(|e| AgentError::io(format!("cannot create {}", self.tasks_dir.display()), e))?;
@@ -318,7 +326,10 @@ impl Executor {
     async fn run_process(&self, req: &ExecRequest, switch: &KillSwitch) -> Outcome {
         let dir = self.task_dir(req);
         if let Err(e) = tokio::fs::create_dir_all(&dir).await {
-            return Outcome::failed(format!("cannot create the working directory {}: {e}", dir.display()));
+            return Outcome::failed(format!(
+                "cannot create the working directory {}: {e}",
+                dir.display()
+            ));
         }
         let mut cmd = tokio::process::Command::new(&req.command[0]);
         cmd.args(&req.command[1..])
@@ -369,14 +380,21 @@ impl Executor {
         let stdout = Arc::new(Mutex::new(TailBuffer::new(self.output_tail_bytes)));
         let stderr = Arc::new(Mutex::new(TailBuffer::new(self.output_tail_bytes)));
         let readers = [
-            child.stdout.take().map(|r| tokio::spawn(read_into(r, stdout.clone()))),
-            child.stderr.take().map(|r| tokio::spawn(read_into(r, stderr.clone()))),
+            child
+                .stdout
+                .take()
+                .map(|r| tokio::spawn(read_into(r, stdout.clone()))),
+            child
+                .stderr
+                .take()
+                .map(|r| tokio::spawn(read_into(r, stderr.clone()))),
         ];
 
         let mut stop_rx = switch.inner.reason.subscribe();
         let timeout_at = req.timeout.map(|t| Instant::now() + t);
         let mut cause: Option<Cause> = None;
         let mut watching_stop = true;
+        let mut acted_on: Option<StopReason> = None;
         let mut hard_kill_at: Option<Instant> = None;
         let status = loop {
             tokio::select! {
@@ -385,9 +403,10 @@ impl Executor {
                     cause = Some(Cause::TimedOut(req.timeout.unwrap_or_default()));
                     hard_kill_at = self.soft_kill(pgid);
                 }
-                reason = next_reason(&mut stop_rx), if watching_stop => match reason {
+                reason = next_reason(&mut stop_rx, acted_on), if watching_stop => match reason {
                     None => watching_stop = false,
                     Some(reason) => {
+                        acted_on = Some(reason);
                         cause.get_or_insert(Cause::Stopped(reason));
                         if reason.is_immediate() {
                             pgroup::signal_group(pgid, libc::SIGKILL);
@@ -455,9 +474,11 @@ fn outcome_of(status: ExitStatus, cause: Option<Cause>) -> Outcome {
     use std::os::unix::process::ExitStatusExt;
     let code = status.code();
     match cause {
-        Some(Cause::TimedOut(t)) => {
-            Outcome::new(End::TimedOut, code, format!("timed out after {}", humantime::format_duration(t)))
-        }
+        Some(Cause::TimedOut(t)) => Outcome::new(
+            End::TimedOut,
+            code,
+            format!("timed out after {}", humantime::format_duration(t)),
+        ),
         Some(Cause::Stopped(r)) => Outcome::new(End::Killed, code, format!("killed: {}", r.describe())),
         None => match (code, status.signal()) {
             (Some(0), _) => Outcome::new(End::Succeeded, Some(0), ""),
@@ -485,7 +506,7 @@ async fn run_builtin(name: &str, req: &ExecRequest, switch: &KillSwitch) -> Outc
                     None,
                     format!("timed out after {}", humantime::format_duration(req.timeout.unwrap_or_default())),
                 ),
-                Some(r) = next_reason(&mut stop_rx) => {
+                Some(r) = next_reason(&mut stop_rx, None) => {
                     Outcome::new(End::Killed, None, format!("killed: {}", r.describe()))
                 }
             }
@@ -497,18 +518,15 @@ async fn run_builtin(name: &str, req: &ExecRequest, switch: &KillSwitch) -> Outc
     }
 }
 
-/// The first stop reason (or an immediate one replacing a graceful one); `None` when the
-/// switch is gone (never stopped).
-async fn next_reason(rx: &mut watch::Receiver<Option<StopReason>>) -> Option<StopReason> {
-    let seen = *rx.borrow_and_update();
-    if let Some(r) = seen
-        && r.is_immediate()
-    {
-        return Some(r);
-    }
+/// The stop reason once it differs from `last` (the one already acted on): the first reason,
+/// then an immediate one replacing a graceful one. `None` when the switch is gone.
+async fn next_reason(
+    rx: &mut watch::Receiver<Option<StopReason>>,
+    last: Option<StopReason>,
+) -> Option<StopReason> {
     loop {
         if let Some(r) = *rx.borrow_and_update()
-            && Some(r) != seen
+            && Some(r) != last
         {
             return Some(r);
         }
@@ -569,9 +587,10 @@ mod tests {
         let s = KillSwitch::new();
         let mut rx = s.inner.reason.subscribe();
         s.kill(StopReason::Shutdown);
-        assert_eq!(next_reason(&mut rx).await, Some(StopReason::Shutdown));
+        assert_eq!(next_reason(&mut rx, None).await, Some(StopReason::Shutdown));
         s.kill(StopReason::Fenced);
-        assert_eq!(next_reason(&mut rx).await, Some(StopReason::Fenced));
+        let next = next_reason(&mut rx, Some(StopReason::Shutdown)).await;
+        assert_eq!(next, Some(StopReason::Fenced));
         s.kill(StopReason::Shutdown);
         assert_eq!(s.reason(), Some(StopReason::Fenced));
     }

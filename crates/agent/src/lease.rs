@@ -79,7 +79,11 @@ impl LoadAverage {
 
     /// Adds a sample taken at `now`; returns the new average. The first sample is the average.
     pub fn sample(&mut self, now: Instant, utilisation: f64) -> f64 {
-        let u = if utilisation.is_finite() { utilisation.max(0.0) } else { 0.0 };
+        let u = if utilisation.is_finite() {
+            utilisation.max(0.0)
+        } else {
+            0.0
+        };
         self.value = match self.last {
             None => u,
             Some(last) => {
@@ -120,7 +124,10 @@ mod tests {
         lease.renew(t0, None);
         assert_eq!(lease.expires_at(), Some(t0 + 6 * s));
         assert!(lease.is_held(t0 + 5 * s));
-        assert!(!lease.is_held(t0 + 6 * s), "expired exactly at send time + timeout");
+        assert!(
+            !lease.is_held(t0 + 6 * s),
+            "expired exactly at send time + timeout"
+        );
         // A late answer to an older heartbeat does not move the lease back.
         lease.renew(t0 - 3 * s, None);
         assert_eq!(lease.expires_at(), Some(t0 + 6 * s));
@@ -151,15 +158,24 @@ mod tests {
         let mut load = LoadAverage::new(Duration::from_secs(60));
         assert_eq!(load.sample(t0, 0.0), 0.0);
         let after_a_minute = load.sample(t0 + Duration::from_secs(60), 1.0);
-        assert!((after_a_minute - (1.0 - (-1.0f64).exp())).abs() < 1e-9, "{after_a_minute}");
+        assert!(
+            (after_a_minute - (1.0 - (-1.0f64).exp())).abs() < 1e-9,
+            "{after_a_minute}"
+        );
         let same_instant = load.sample(t0 + Duration::from_secs(60), 0.0);
         assert_eq!(same_instant, after_a_minute, "no time passed: no change");
-        assert!(load.sample(t0 + Duration::from_secs(3600), f64::NAN) < 1e-9, "NaN counts as 0");
+        assert!(
+            load.sample(t0 + Duration::from_secs(3600), f64::NAN) < 1e-9,
+            "NaN counts as 0"
+        );
     }
 
     #[test]
     fn utilisation_is_the_tightest_limit() {
-        assert_eq!(utilisation([500.0, 10.0, 0.0, 1.0], [1000.0, 100.0, 0.0, 4.0]), 0.5);
+        assert_eq!(
+            utilisation([500.0, 10.0, 0.0, 1.0], [1000.0, 100.0, 0.0, 4.0]),
+            0.5
+        );
         assert_eq!(utilisation([0.0; 4], [0.0; 4]), 0.0);
         assert_eq!(utilisation([0.0, 0.0, 0.0, 8.0], [1.0, 1.0, 1.0, 4.0]), 2.0);
     }

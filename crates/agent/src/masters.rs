@@ -75,9 +75,15 @@ impl fmt::Display for RpcError {
 impl Masters {
     /// Channels to `uris` (normalised `http://host:port`), connected on first use. The first
     /// master is picked at random, so that agents spread over the masters. Needs a Tokio runtime.
-    pub fn new(uris: &[String], connect_timeout: Duration, rpc_timeout: Duration) -> Result<Self, AgentError> {
+    pub fn new(
+        uris: &[String],
+        connect_timeout: Duration,
+        rpc_timeout: Duration,
+    ) -> Result<Self, AgentError> {
         if uris.is_empty() {
-            return Err(AgentError::Config("masters: at least one master address is needed".into()));
+            return Err(AgentError::Config(
+                "masters: at least one master address is needed".into(),
+            ));
         }
         let mut list = Vec::with_capacity(uris.len());
         for uri in uris {

@@ -168,7 +168,10 @@ impl PgidFile {
     /// Writes the set to a temporary file and renames it over the real one (atomic against a
     /// crash of the agent; no fsync, since a machine crash kills the tasks anyway).
     fn write(&self, set: &BTreeSet<i32>) -> std::io::Result<()> {
-        let mut text = format!("# taurus-agent: process groups of running tasks\nboot_id {}\n", self.boot_id);
+        let mut text = format!(
+            "# taurus-agent: process groups of running tasks\nboot_id {}\n",
+            self.boot_id
+        );
         for pgid in set {
             text.push_str(&pgid.to_string());
             text.push('\n');
@@ -202,7 +205,10 @@ fn parse_file(text: &str) -> Listed {
         } else if let Ok(pgid) = line.parse::<i32>() {
             listed.pgids.push(pgid);
         } else {
-            tracing::warn!(line, "ignoring an unreadable line of the running-process-group file");
+            tracing::warn!(
+                line,
+                "ignoring an unreadable line of the running-process-group file"
+            );
         }
     }
     listed
@@ -307,6 +313,9 @@ mod tests {
         std::fs::write(&path, format!("boot_id not-this-boot\n{own}\n")).expect("write");
         assert_eq!(kill_leftovers(dir.path()).expect("reads"), Vec::<i32>::new());
         assert!(!path.exists());
-        assert_eq!(kill_leftovers(dir.path()).expect("no file is fine"), Vec::<i32>::new());
+        assert_eq!(
+            kill_leftovers(dir.path()).expect("no file is fine"),
+            Vec::<i32>::new()
+        );
     }
 }

@@ -20,6 +20,7 @@ use prost::Message;
 use taurus_protocol::v1;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::config::MAX_REPORT_BATCH_BYTES;
 use crate::masters::Masters;
@@ -90,7 +91,8 @@ impl Reporter {
     {
         let (tx, rx) = mpsc::unbounded_channel();
         let unacked = Arc::new(AtomicUsize::new(0));
-        let join = tokio::spawn(send_loop(masters, settings, rx, unacked.clone(), on_acked));
+        let reporter = send_loop(masters, settings, rx, unacked.clone(), on_acked);
+        let join = tokio::spawn(reporter.in_current_span());
         Self {
             tx: Some(tx),
             join,
@@ -170,7 +172,9 @@ async fn send_loop<F>(
             reports: queue.iter().take(n).cloned().collect(),
         };
         let answer = masters
-            .call("report task status", |mut c| async move { c.report_task_status(request).await })
+            .call("report task status", |mut c| async move {
+                c.report_task_status(request).await
+            })
             .await;
         let acked = match answer {
             Ok(response) if response.results.len() == n => {
@@ -198,7 +202,9 @@ async fn send_loop<F>(
             Err(e) if e.is_rejection() => {
                 tracing::error!(error = %e, "a master rejected a report; dropping it");
                 limit = settings.batch_max;
-                let report = queue.pop_front().map(|r| acked(r, Verdict::Invalid, e.message.clone()));
+                let report = queue
+                    .pop_front()
+                    .map(|r| acked(r, Verdict::Invalid, e.message.clone()));
                 report.into_iter().collect()
             }
             Err(e) => {

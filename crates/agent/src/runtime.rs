@@ -97,6 +97,9 @@ pub async fn run_resolved(
             settings.output_tail_bytes,
             settings.kill_grace,
         )?);
+        // Held until the agent stops: a second agent on this directory would kill our tasks
+        // as "leftovers".
+        let _lock = lock_work_dir(&settings.work_dir)?;
         // Before registering: nothing of an older incarnation may run under the new epoch.
         let exec = executor.clone();
         let killed = tokio::task::spawn_blocking(move || exec.kill_leftovers())
@@ -263,7 +266,11 @@ impl Runtime {
         let queued = self.reporter.unacked();
         let given_up = self.reporter.flush(self.s.report_flush_timeout).await;
         if given_up > 0 {
-            tracing::warn!(given_up, queued, "shutting down with reports no master acknowledged");
+            tracing::warn!(
+                given_up,
+                queued,
+                "shutting down with reports no master acknowledged"
+            );
         }
         tracing::info!("agent stopped");
         result
@@ -284,7 +291,11 @@ impl Runtime {
             Event::Batch { .. } => {}
             Event::Heartbeat { generation, answer } => self.on_heartbeat(generation, answer),
             Event::Acked(acked) => self.on_acked(acked),
-            Event::Finished { task_id, run, outcome } => self.on_finished(task_id, run, outcome),
+            Event::Finished {
+                task_id,
+                run,
+                outcome,
+            } => self.on_finished(task_id, run, outcome),
         }
         Ok(())
     }
@@ -332,7 +343,10 @@ impl Runtime {
                 let sent_at = Instant::now();
                 let req = request.clone();
                 let answer = masters
-                    .call("register agent", |mut c| async move { c.register_agent(req).await })
+                    .call(
+                        "register agent",
+                        |mut c| async move { c.register_agent(req).await },
+                    )
                     .await;
                 let failure = match answer {
                     Ok(r) if r.epoch > 0 => {
@@ -384,7 +398,9 @@ impl Runtime {
             generation,
             self.events_tx.clone(),
         );
-        self.watch_task = Some(tokio::spawn(watch.instrument(tracing::info_span!("watch", epoch))));
+        self.watch_task = Some(tokio::spawn(
+            watch.instrument(tracing::info_span!("watch", epoch)),
+        ));
     }
 
     /// Kills everything and registers again.
@@ -487,21 +503,27 @@ impl Runtime {
             return;
         };
         let switch = KillSwitch::new();
-        let SlotState::Claiming(request) = std::mem::replace(&mut slot.state, SlotState::Running(switch.clone()))
+        let SlotState::Claiming(request) =
+            std::mem::replace(&mut slot.state, SlotState::Running(switch.clone()))
         else {
             return;
         };
         self.next_run += 1;
         slot.run = self.next_run;
         let run = slot.run;
-        let span = tracing::info_span!("attempt", task = %task_id, attempt = slot.attempt, token = slot.token);
+        let span =
+            tracing::info_span!("attempt", task = %task_id, attempt = slot.attempt, token = slot.token);
         let exec = self.exec.clone();
         let tx = self.events_tx.clone();
         let task_id = task_id.to_string();
         let task = async move {
             tracing::info!("running");
             let outcome = exec.run(&request, &switch).await;
-            let _ = tx.send(Event::Finished { task_id, run, outcome });
+            let _ = tx.send(Event::Finished {
+                task_id,
+                run,
+                outcome,
+            });
         };
         tokio::spawn(task.instrument(span));
     }
@@ -581,7 +603,7 @@ impl Runtime {
 
     /// Kills (if running) and forgets the attempt of `task_id` with `token`, if held. No report.
     fn maybe_drop(&mut self, task_id: &str, token: u64, why: &str) {
-        if !self.slots.get(task_id).is_some_and(|s| s.token == token) {
+        if self.slots.get(task_id).is_none_or(|s| s.token != token) {
             return;
         }
         if let Some(slot) = self.slots.remove(task_id) {
@@ -662,7 +684,10 @@ impl Runtime {
             for _ in 0..masters.len() {
                 let sent_at = Instant::now();
                 let req = request.clone();
-                match masters.call("heartbeat", |mut c| async move { c.heartbeat(req).await }).await {
+                match masters
+                    .call("heartbeat", |mut c| async move { c.heartbeat(req).await })
+                    .await
+                {
                     Ok(answer) => {
                         last = Some(Ok((sent_at, answer)));
                         break;
@@ -688,7 +713,11 @@ impl Runtime {
                 let granted = Duration::from_millis(response.lease_ms);
                 self.lease.renew(sent_at, Some(granted));
                 for stop in response.stop {
-                    self.maybe_drop(&stop.task_id, stop.fencing_token, "the leader says it is not current");
+                    self.maybe_drop(
+                        &stop.task_id,
+                        stop.fencing_token,
+                        "the leader says it is not current",
+                    );
                 }
             }
             Err(e) => {
@@ -754,7 +783,10 @@ impl Runtime {
 
     fn end_drain(&mut self) {
         self.drain_deadline = None;
-        tracing::info!(running = self.slots.len(), "drain deadline passed: killing what is left");
+        tracing::info!(
+            running = self.slots.len(),
+            "drain deadline passed: killing what is left"
+        );
         self.kill_running(StopReason::Shutdown);
     }
 
@@ -830,6 +862,31 @@ async fn watch_loop(
         tokio::time::sleep(backoff(retry, RECONNECT_BACKOFF_MIN, RECONNECT_BACKOFF_MAX)).await;
         retry = retry.saturating_add(1);
     }
+}
+
+/// Takes an exclusive `flock` on `work_dir/agent.lock`, or fails when another agent holds it.
+/// The lock goes with the returned file (and with the process).
+fn lock_work_dir(work_dir: &std::path::Path) -> Result<std::fs::File, AgentError> {
+    use std::os::fd::AsRawFd;
+    let path = work_dir.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| AgentError::io(format!("cannot open {}", path.display()), e))?;
+    // SAFETY: the descriptor belongs to `file`, which is alive for the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(AgentError::Config(format!(
+                "work_dir: {} is in use by another agent (give each agent its own id or work_dir)",
+                work_dir.display()
+            )));
+        }
+        return Err(AgentError::io(format!("cannot lock {}", path.display()), e));
+    }
+    Ok(file)
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -92,7 +92,10 @@ async fn exit_codes_decide_success_or_failure() {
     let s = KillSwitch::new();
 
     let ok = exec.run(&request(&["true"]), &s).await;
-    assert_eq!((ok.end, ok.exit_code, ok.error.as_str()), (End::Succeeded, Some(0), ""));
+    assert_eq!(
+        (ok.end, ok.exit_code, ok.error.as_str()),
+        (End::Succeeded, Some(0), "")
+    );
 
     let failed = exec.run(&sh("echo oops >&2; exit 3"), &s).await;
     assert_eq!((failed.end, failed.exit_code), (End::Failed, Some(3)));
@@ -115,17 +118,26 @@ async fn exit_codes_decide_success_or_failure() {
 async fn env_is_added_and_the_task_runs_in_its_own_directory_which_is_removed_after() {
     let dir = tempfile::tempdir().expect("tempdir");
     let exec = executor(dir.path(), Duration::ZERO);
-    let mut req = sh("echo \"$GREETING|$TAURUS_TASK_ID|$TAURUS_ATTEMPT|$TAURUS_FENCING_TOKEN|$HOME\"; pwd; touch left-behind");
+    let mut req = sh(
+        "echo \"$GREETING|$TAURUS_TASK_ID|$TAURUS_ATTEMPT|$TAURUS_FENCING_TOKEN|$HOME\"; pwd; touch left-behind",
+    );
     req.env.insert("GREETING".into(), "hello world".into());
     let task_dir = exec.task_dir(&req);
     let out = exec.run(&req, &KillSwitch::new()).await;
     assert_eq!(out.end, End::Succeeded, "{out:?}");
     let lines: Vec<&str> = out.stdout_tail.lines().collect();
     let home = std::env::var("HOME").unwrap_or_default();
-    assert_eq!(lines[0], format!("hello world|task-1|1|42|{home}"), "the agent's environment is kept");
+    assert_eq!(
+        lines[0],
+        format!("hello world|task-1|1|42|{home}"),
+        "the agent's environment is kept"
+    );
     assert_eq!(Path::new(lines[1]), task_dir, "runs in its own directory");
     assert!(task_dir.starts_with(dir.path()));
-    assert!(!task_dir.exists(), "the working directory is removed after the task");
+    assert!(
+        !task_dir.exists(),
+        "the working directory is removed after the task"
+    );
 }
 
 #[tokio::test]
@@ -176,7 +188,10 @@ async fn a_timeout_with_grace_sends_sigterm_first() {
     let out = exec.run(&req, &KillSwitch::new()).await;
     assert_eq!((out.end, out.exit_code), (End::TimedOut, Some(7)), "{out:?}");
     assert_eq!(out.stdout_tail, "got-term\n");
-    assert!(started.elapsed() < Duration::from_secs(4), "ended by SIGTERM, not the SIGKILL 5 s later");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "ended by SIGTERM, not the SIGKILL 5 s later"
+    );
 
     // A task that ignores SIGTERM is SIGKILLed after the grace.
     let exec = executor(dir.path(), Duration::from_millis(300));
@@ -195,7 +210,10 @@ async fn a_stop_kills_the_group_at_once_even_with_a_grace() {
     let stopped_at = Instant::now();
     switch.kill(StopReason::Stopped);
     let out = handle.await.expect("joins");
-    assert!(stopped_at.elapsed() < Duration::from_secs(5), "no grace for a stop");
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(5),
+        "no grace for a stop"
+    );
     assert_eq!((out.end, out.exit_code), (End::Killed, None), "{out:?}");
     assert_eq!(out.error, "killed: the attempt was stopped");
     eventually("the group to be gone", Duration::from_secs(5), || {
@@ -247,10 +265,18 @@ async fn builtins_run_without_forking() {
     let sleeping = tokio::spawn(async move { e.run(&request(&["taurus:sleep", "30000"]), &st).await });
     stopper.kill(StopReason::Shutdown);
     let out = sleeping.await.expect("joins");
-    assert_eq!((out.end, out.error.as_str()), (End::Killed, "killed: the agent is shutting down"));
+    assert_eq!(
+        (out.end, out.error.as_str()),
+        (End::Killed, "killed: the agent is shutting down")
+    );
 
     assert_eq!(exec.processes_spawned(), 0, "no built-in forks");
-    assert!(std::fs::read_dir(dir.path().join("tasks")).expect("tasks dir").next().is_none());
+    assert!(
+        std::fs::read_dir(dir.path().join("tasks"))
+            .expect("tasks dir")
+            .next()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -279,21 +305,101 @@ async fn groups_left_by_a_previous_incarnation_are_killed_at_start() {
         .spawn()
         .expect("spawn");
     let pgid = i32::try_from(leftover.id()).expect("pid");
-    eventually("the leftover group", Duration::from_secs(5), || live_members(pgid) >= 3).await;
+    eventually("the leftover group", Duration::from_secs(5), || {
+        live_members(pgid) >= 3
+    })
+    .await;
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
     std::fs::write(
         dir.path().join(pgroup::PGID_FILE),
-        format!("# written by a previous agent\nboot_id {}\n{pgid}\n1\n0\n", boot_id.trim()),
+        format!(
+            "# written by a previous agent\nboot_id {}\n{pgid}\n1\n0\n",
+            boot_id.trim()
+        ),
     )
     .expect("write");
     std::fs::create_dir_all(dir.path().join("tasks/old-7")).expect("mkdir");
 
     let exec = executor(dir.path(), Duration::ZERO);
     let killed = exec.kill_leftovers().expect("kills");
-    assert_eq!(killed, vec![pgid], "only the real group; 0 and 1 are never touched");
+    assert_eq!(
+        killed,
+        vec![pgid],
+        "only the real group; 0 and 1 are never touched"
+    );
     let _ = leftover.wait();
-    assert!(!pgroup::group_has_live_members(pgid), "the grandchild is gone too");
+    assert!(
+        !pgroup::group_has_live_members(pgid),
+        "the grandchild is gone too"
+    );
     assert!(!dir.path().join(pgroup::PGID_FILE).exists());
     assert!(!dir.path().join("tasks/old-7").exists());
     assert_eq!(exec.kill_leftovers().expect("nothing left"), Vec::<i32>::new());
+}
+
+const HELPER_DIR_VAR: &str = "TAURUS_AGENT_TEST_HELPER_DIR";
+
+/// Not a test on its own: the "agent" process of `an_agent_killed_by_sigkill_leaves_nothing_behind`
+/// (this test binary run again with `HELPER_DIR_VAR` set). Does nothing otherwise.
+#[tokio::test]
+async fn helper_agent_that_gets_sigkilled() {
+    let Ok(dir) = std::env::var(HELPER_DIR_VAR) else {
+        return;
+    };
+    let exec = executor(Path::new(&dir), Duration::ZERO);
+    let switch = KillSwitch::new();
+    let (handle, pgid) = start(&exec, sh("sleep 30 & sleep 30"), &switch, 3).await;
+    println!("PGID {pgid}");
+    let _ = handle.await;
+}
+
+#[tokio::test]
+async fn an_agent_killed_by_sigkill_leaves_nothing_behind() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "helper_agent_that_gets_sigkilled",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HELPER_DIR_VAR, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the helper agent");
+    let stdout = agent.stdout.take().expect("piped");
+    let pgid: i32 = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            // libtest prints "test <name> ... " first, on the same line.
+            .find_map(|l| l.split_once("PGID ").and_then(|(_, p)| p.trim().parse().ok()))
+    })
+    .await
+    .expect("joins")
+    .expect("the helper printed its task's group");
+    assert!(live_members(pgid) >= 3);
+
+    // SIGKILL the agent: PR_SET_PDEATHSIG takes the task's leader with it...
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGKILL) };
+    let _ = agent.wait();
+    eventually(
+        "the task's leader to die with its agent",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(format!("/proc/{pgid}/stat")).map_or(true, |s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+        },
+    )
+    .await;
+    // ...but not the leader's children: only the next start can kill them.
+    assert!(live_members(pgid) >= 1, "grandchildren outlive a SIGKILLed agent");
+    let exec = executor(dir.path(), Duration::ZERO);
+    assert_eq!(exec.kill_leftovers().expect("kills"), vec![pgid]);
+    assert_eq!(live_members(pgid), 0);
 }

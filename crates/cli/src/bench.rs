@@ -449,9 +449,9 @@ async fn e2e(args: BenchE2eArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     // 2. Submit, C requests in flight, through the coalescing client.
     let started = Instant::now();
     let deadline = started + args.timeout_total;
-    let timed_out = |what: String| {
+    let timed_out = |what: String, hint: &str| {
         anyhow::anyhow!(
-            "bench e2e: {what} within --timeout-total {}",
+            "bench e2e: {what} within --timeout-total {}{hint}",
             humantime::format_duration(args.timeout_total)
         )
     };
@@ -474,10 +474,10 @@ async fn e2e(args: BenchE2eArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             abort.store(true, Ordering::Relaxed);
             progress.finish_and_clear();
             let acked = progress.position();
-            return Err(timed_out(format!(
-                "only {acked} of {} tasks were submitted",
-                args.tasks
-            )));
+            return Err(timed_out(
+                format!("only {acked} of {} tasks were submitted", args.tasks),
+                "",
+            ));
         };
         let r = r.context("a benchmark worker panicked")?;
         submitted.acknowledged += r.acknowledged;
@@ -520,10 +520,10 @@ async fn e2e(args: BenchE2eArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
                          `taurus task list --state pending`"
                     .to_string(),
             };
-            return Err(timed_out(format!(
-                "only {done} of {} tasks finished{hint}",
-                args.tasks
-            )));
+            return Err(timed_out(
+                format!("only {done} of {} tasks finished", args.tasks),
+                &hint,
+            ));
         }
         tokio::time::sleep(COMPLETION_POLL_INTERVAL).await;
     }

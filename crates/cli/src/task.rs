@@ -603,15 +603,14 @@ async fn logs(args: LogsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     };
     if ctx.json {
         print_json(&LogView::new(&args.id, attempt, streams))?;
+    } else if attempt.end.is_empty() {
+        eprintln!(
+            "note: attempt {} is still current, so it has no output yet: agents report output \
+             when an attempt ends (taurus task logs {} --follow waits for it)",
+            attempt.number, args.id
+        );
     } else {
         print!("{}", render_output(attempt, streams, false));
-        if attempt.end.is_empty() {
-            eprintln!(
-                "note: attempt {} is still current; agents report output when an attempt ends \
-                 (taurus task logs {} --follow waits for it)",
-                attempt.number, args.id
-            );
-        }
     }
     Ok(ExitCode::SUCCESS)
 }

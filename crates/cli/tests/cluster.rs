@@ -65,15 +65,78 @@ fn cli_against_real_cluster() {
     drop(masters);
 }
 
+/// Processes whose command line mentions `needle`, as "PID: CMDLINE".
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc_dir
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter_map(|e| {
+            // A zombie's (or a vanished process's) command line is empty.
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmdline
+                .contains(needle)
+                .then(|| format!("{}: {}", e.file_name().to_string_lossy(), cmdline.trim_end()))
+        })
+        .collect()
+}
+
 #[test]
 fn dev_starts_a_cluster_runs_the_demo_and_exits() {
     let dir = tempfile::tempdir().unwrap();
-    let r = run(&["dev", "--exit-after-demo", "--dir", dir.path().to_str().unwrap()]);
-    let logs: String = (1..=3)
-        .map(|i| std::fs::read_to_string(dir.path().join(format!("master-{i}.log"))).unwrap_or_default())
+    let dir_arg = dir.path().to_str().unwrap();
+    let r = run(&["dev", "--exit-after-demo", "--dir", dir_arg]);
+    let logs: String = ["master-1", "master-2", "master-3", "agent-1", "agent-2"]
+        .iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap_or_default();
+            format!("--- {name}.log ---\n{text}")
+        })
         .collect::<Vec<_>>()
-        .join("\n---\n");
+        .join("\n");
     assert_eq!(r.code, Some(0), "{r:?}\n{logs}");
     assert!(r.stdout.contains("is the leader"), "{r:?}");
     assert!(r.stdout.contains("deploy"), "the demo tasks are listed: {r:?}");
+    // Every demo task ran on an agent and exited 0, and the echo tasks' output came back:
+    // "  hello    ran on agent-1 (attempt 1), exit 0: hello from taurus".
+    for (name, output) in [
+        ("hello", "hello from taurus"),
+        ("build", ""),
+        ("deploy", "deployed"),
+        ("cleanup", "low priority"),
+    ] {
+        let line = r
+            .stdout
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&format!("{name} ")) && l.contains(" ran on "))
+            .unwrap_or_else(|| panic!("no line says where the {name} task ran: {r:?}\n{logs}"));
+        assert!(line.contains("ran on agent-"), "{line:?}");
+        assert!(line.contains("exit 0:"), "{line:?}");
+        assert!(line.ends_with(&format!(": {output}").trim_end()), "{line:?}");
+    }
+
+    // Nothing `taurus dev` started outlives it: every master and agent has the directory on
+    // its command line. They were stopped before it exited, so this should hold at once; the
+    // bounded wait only covers the kernel tearing processes down.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = processes_mentioning(dir_arg);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes started by `taurus dev` outlived it: {left:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

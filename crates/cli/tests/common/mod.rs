@@ -2,11 +2,21 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+use std::io::ErrorKind;
+use std::net::Shutdown;
 use std::net::TcpListener;
+use std::net::TcpStream;
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::Child;
 use std::process::Command;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::PoisonError;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -75,62 +85,135 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
-/// Three `taurus master start` processes on free ports with temporary data directories,
-/// killed when dropped.
+/// Master settings for tests of agents and scheduling: agents are declared down after 3.5 s of
+/// silence, fence themselves after 1.5 s without an acknowledged heartbeat, and the scheduler
+/// runs every 50 ms.
+pub const FAST_SCHEDULER_TOML: &str = concat!(
+    "[scheduler]\n",
+    "agent_ttl = \"3500ms\"\n",
+    "lease_timeout = \"1500ms\"\n",
+    "interval = \"50ms\"\n",
+);
+
+/// The agent flags that go with [`FAST_SCHEDULER_TOML`].
+///
+/// A lease this short also needs a shorter `rpc_timeout` (it must be below the lease; the
+/// default is 2 s), which has no flag: [`Agents`] also gives each agent [`FAST_AGENT_TOML`]
+/// with `--config`.
+pub const FAST_AGENT_FLAGS: [&str; 6] = [
+    "--heartbeat-interval",
+    "300ms",
+    "--lease-timeout",
+    "1500ms",
+    "--max-tasks",
+    "8",
+];
+
+/// The agent configuration file that goes with [`FAST_AGENT_FLAGS`].
+pub const FAST_AGENT_TOML: &str = concat!(
+    "heartbeat_interval = \"300ms\"\n",
+    "lease_timeout = \"1500ms\"\n",
+    "masters_agent_ttl = \"3500ms\"\n",
+    "rpc_timeout = \"1s\"\n",
+    "connect_timeout = \"500ms\"\n",
+    "max_tasks = 8\n",
+);
+
+/// The last `n` lines of a file (empty when it cannot be read).
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Whether process `pid` still exists and is not a zombie (a zombie runs nothing; it only waits
+/// for a parent, or for an init that may never reap it in a container).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "PID (COMM) STATE ...": COMM may contain anything, so look after the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Three `taurus master start` processes on free ports, killed (SIGKILL) when dropped. Each
+/// master logs to `master-N.log` and keeps its data in `master-N/` of its directory.
 pub struct Masters {
-    children: Vec<Child>,
+    children: Vec<Option<Child>>,
     pub addrs: Vec<String>,
     logs: Vec<PathBuf>,
-    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    config: Option<PathBuf>,
+    _temp: Option<tempfile::TempDir>,
 }
 
 impl Masters {
+    /// Masters with default settings in a temporary directory of their own.
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let temp = tempfile::tempdir().unwrap();
+        Self::launch(temp.path().to_path_buf(), None, Some(temp))
+    }
+
+    /// Masters in `dir` (which the caller owns), all started with `--config` of a file holding
+    /// `config_toml`.
+    pub fn start_in(dir: &Path, config_toml: &str) -> Self {
+        let config = dir.join("master.toml");
+        std::fs::write(&config, config_toml).expect("write the master config");
+        Self::launch(dir.to_path_buf(), Some(config), None)
+    }
+
+    fn launch(dir: PathBuf, config: Option<PathBuf>, temp: Option<tempfile::TempDir>) -> Self {
         let addrs: Vec<String> = free_ports(3)
             .into_iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        let peers = addrs
+        let logs = (1..=3).map(|id| dir.join(format!("master-{id}.log"))).collect();
+        let mut masters = Masters {
+            children: Vec::new(),
+            addrs,
+            logs,
+            dir,
+            config,
+            _temp: temp,
+        };
+        for id in 1..=3 {
+            let child = masters.spawn(id);
+            masters.children.push(Some(child));
+        }
+        masters
+    }
+
+    fn spawn(&self, id: u64) -> Child {
+        let peers = self
+            .addrs
             .iter()
             .enumerate()
             .map(|(i, a)| format!("{}={a}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
-        let mut children = Vec::new();
-        let mut logs = Vec::new();
-        for (i, addr) in addrs.iter().enumerate() {
-            let id = (i + 1).to_string();
-            let log_path = dir.path().join(format!("master-{id}.log"));
-            let log = std::fs::File::create(&log_path).unwrap();
-            let data = dir.path().join(format!("master-{id}"));
-            let child = taurus()
-                .args([
-                    "master",
-                    "start",
-                    "--id",
-                    &id,
-                    "--listen",
-                    addr,
-                    "--peers",
-                    &peers,
-                    "--data-dir",
-                ])
-                .arg(&data)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("master starts");
-            children.push(child);
-            logs.push(log_path);
+        // Appending: a restarted master's log follows its previous life's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.logs[id as usize - 1])
+            .expect("master log file");
+        let mut cmd = taurus();
+        cmd.args(["master", "start", "--id", &id.to_string()])
+            .args(["--listen", &self.addrs[id as usize - 1]])
+            .args(["--peers", &peers])
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("master-{id}")));
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
         }
-        Masters {
-            children,
-            addrs,
-            logs,
-            _dir: dir,
-        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("master starts")
     }
 
     /// `--masters A,B,C`.
@@ -138,13 +221,43 @@ impl Masters {
         self.addrs.join(",")
     }
 
+    /// The address of master `id` (1-based).
+    pub fn addr(&self, id: u64) -> &str {
+        &self.addrs[id as usize - 1]
+    }
+
+    /// SIGKILL master `id` and reap it: no shutdown hook, no flush.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.children[id as usize - 1].take() {
+            child.kill().expect("SIGKILL a master");
+            child.wait().expect("reap a master");
+        }
+    }
+
+    /// Starts master `id` again from its data directory (after [`Masters::kill`]).
+    pub fn restart(&mut self, id: u64) {
+        assert!(self.children[id as usize - 1].is_none(), "master {id} is running");
+        let child = self.spawn(id);
+        self.children[id as usize - 1] = Some(child);
+    }
+
+    /// An error naming the first master that exited by itself.
+    pub fn check_running(&mut self) -> Result<(), String> {
+        for (i, c) in self.children.iter_mut().enumerate() {
+            if let Some(c) = c
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                return Err(format!("master {} exited ({status})", i + 1));
+            }
+        }
+        Ok(())
+    }
+
     /// The tail of every master's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for (i, path) in self.logs.iter().enumerate() {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+            let tail = log_tail(path, 15);
             out.push_str(&format!("\n--- master {} log (tail) ---\n{tail}", i + 1));
         }
         out
@@ -156,10 +269,8 @@ impl Masters {
         let mut last = None;
         let give_up = Instant::now() + Duration::from_secs(30);
         while Instant::now() < give_up {
-            for (i, c) in self.children.iter_mut().enumerate() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!("master {} exited early ({status}){}", i + 1, self.logs());
-                }
+            if let Err(e) = self.check_running() {
+                panic!("{e} early{}", self.logs());
             }
             let r = run(&[
                 "--masters",
@@ -185,9 +296,235 @@ impl Masters {
 
 impl Drop for Masters {
     fn drop(&mut self) {
-        for c in &mut self.children {
+        for c in self.children.iter_mut().flatten() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// `taurus agent start` processes, killed (SIGKILL) when dropped. Agent `ID` logs to `ID.log`
+/// and works in `ID/` of the directory; `agent.toml` there holds [`FAST_AGENT_TOML`].
+pub struct Agents {
+    dir: PathBuf,
+    procs: Vec<AgentProc>,
+}
+
+struct AgentProc {
+    id: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Agents {
+    pub fn new(dir: &Path) -> Self {
+        Agents {
+            dir: dir.to_path_buf(),
+            procs: Vec::new(),
+        }
+    }
+
+    /// Starts `taurus --masters MASTERS agent start --id ID --work-dir DIR/ID` with
+    /// `--config DIR/agent.toml`, [`FAST_AGENT_FLAGS`] and then `extra`.
+    pub fn start(&mut self, id: &str, masters: &str, extra: &[&str]) {
+        let config = self.dir.join("agent.toml");
+        if !config.exists() {
+            std::fs::write(&config, FAST_AGENT_TOML).expect("write the agent config");
+        }
+        assert!(
+            !self.procs.iter().any(|p| p.id == id && p.child.is_some()),
+            "agent {id} is running"
+        );
+        let log_path = self.dir.join(format!("{id}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("agent log file");
+        let child = taurus()
+            .args(["--masters", masters, "agent", "start", "--id", id])
+            .arg("--work-dir")
+            .arg(self.work_dir(id))
+            .arg("--config")
+            .arg(&config)
+            .args(FAST_AGENT_FLAGS)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("agent starts");
+        self.procs.retain(|p| p.id != id);
+        self.procs.push(AgentProc {
+            id: id.to_string(),
+            child: Some(child),
+            log: log_path,
+        });
+    }
+
+    /// Where agent `id` runs its tasks.
+    pub fn work_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// The process id of agent `id`, while it runs.
+    pub fn pid(&self, id: &str) -> Option<u32> {
+        self.procs
+            .iter()
+            .find(|p| p.id == id)
+            .and_then(|p| p.child.as_ref())
+            .map(|c| c.id())
+    }
+
+    /// SIGKILL agent `id` and reap it.
+    pub fn kill(&mut self, id: &str) {
+        let p = self
+            .procs
+            .iter_mut()
+            .find(|p| p.id == id)
+            .unwrap_or_else(|| panic!("no agent {id}"));
+        if let Some(mut child) = p.child.take() {
+            child.kill().expect("SIGKILL an agent");
+            child.wait().expect("reap an agent");
+        }
+    }
+
+    /// An error naming the first agent that exited by itself.
+    pub fn check_running(&mut self) -> Result<(), String> {
+        for p in &mut self.procs {
+            if let Some(c) = &mut p.child
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                return Err(format!("agent {} exited ({status})", p.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// The last `n` lines of every agent's log.
+    pub fn logs(&self, n: usize) -> String {
+        let mut out = String::new();
+        for p in &self.procs {
+            out.push_str(&format!("\n--- {} log (tail) ---\n{}", p.id, log_tail(&p.log, n)));
+        }
+        out
+    }
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for c in self.procs.iter_mut().filter_map(|p| p.child.as_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 in front of one address, to cut a process off from it: after
+/// [`TcpProxy::cut`], every connection made through it is closed and new ones are accepted and
+/// then black-holed (held open, nothing read or forwarded), as a network partition looks to
+/// the client: calls time out. [`TcpProxy::heal`] forwards new connections again.
+pub struct TcpProxy {
+    pub addr: String,
+    shared: Arc<ProxyShared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct ProxyShared {
+    cut: AtomicBool,
+    stop: AtomicBool,
+    /// Both ends of every forwarded connection, and every black-holed one.
+    conns: Mutex<Vec<TcpStream>>,
+}
+
+impl ProxyShared {
+    fn conns(&self) -> std::sync::MutexGuard<'_, Vec<TcpStream>> {
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn close_all(&self) {
+        for s in self.conns().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl TcpProxy {
+    pub fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let addr = listener.local_addr().expect("proxy address").to_string();
+        let shared = Arc::new(ProxyShared::default());
+        let upstream = upstream.to_string();
+        let s = shared.clone();
+        let acceptor = std::thread::spawn(move || {
+            while !s.stop.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let _ = client.set_nonblocking(false);
+                if s.cut.load(Ordering::SeqCst) {
+                    s.conns().push(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue; // the client sees the connection close, as if refused
+                };
+                let _ = server.set_nodelay(true);
+                let _ = client.set_nodelay(true);
+                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                {
+                    let mut conns = s.conns();
+                    conns.push(client.try_clone().expect("clone"));
+                    conns.push(server.try_clone().expect("clone"));
+                }
+                pump(client, s2);
+                pump(server, c2);
+            }
+        });
+        TcpProxy {
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// Closes every connection and black-holes new ones.
+    pub fn cut(&self) {
+        self.shared.cut.store(true, Ordering::SeqCst);
+        self.shared.close_all();
+    }
+
+    /// Forwards new connections again (and drops the black-holed ones).
+    pub fn heal(&self) {
+        self.shared.cut.store(false, Ordering::SeqCst);
+        self.shared.close_all();
+    }
+}
+
+/// Copies `from` to `to` on a thread of its own until either side closes.
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Write);
+        let _ = from.shutdown(Shutdown::Read);
+    });
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+        self.shared.close_all();
     }
 }

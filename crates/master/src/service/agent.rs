@@ -310,11 +310,12 @@ impl AgentService for AgentApi {
                     // Observed start latency feeds the delay-guided policy.
                     node.sm.read(|s| {
                         for (r, o) in reports_ref.iter().zip(&outcomes) {
-                            if matches!(r.event, ReportEvent::Started) && *o == ReportOutcome::Accepted {
-                                if let Some(a) = s.get(&r.task_id).and_then(|t| t.attempts.last()) {
-                                    node.duties
-                                        .started(&r.agent_id, now.saturating_sub(a.assigned_at_ms));
-                                }
+                            if matches!(r.event, ReportEvent::Started)
+                                && *o == ReportOutcome::Accepted
+                                && let Some(a) = s.get(&r.task_id).and_then(|t| t.attempts.last())
+                            {
+                                node.duties
+                                    .started(&r.agent_id, now.saturating_sub(a.assigned_at_ms));
                             }
                         }
                     });

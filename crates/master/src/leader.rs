@@ -150,11 +150,13 @@ enum Stop {
 async fn run_term(node: &Node, tuning: &SchedulerTuning, policy: &dyn Policy, term: u64) {
     let mut applied = node.sm.subscribe();
     let mut metrics = node.raft.metrics();
+    // A due time for which a tick changed nothing: not ticked again (see `round`).
+    let mut idle_due: Option<u64> = None;
     loop {
         if !still_leads(node, term) {
             return;
         }
-        match round(node, tuning, policy).await {
+        match round(node, tuning, policy, &mut idle_due).await {
             Ok(true) => continue,
             Ok(false) => {}
             Err(Stop::LostLeadership) => return,
@@ -179,7 +181,12 @@ async fn propose(node: &Node, cmd: Command) -> Result<taurus_core::Response, Sto
 }
 
 /// One round; `Ok(true)` when it proposed something (run another at once).
-async fn round(node: &Node, tuning: &SchedulerTuning, policy: &dyn Policy) -> Result<bool, Stop> {
+async fn round(
+    node: &Node,
+    tuning: &SchedulerTuning,
+    policy: &dyn Policy,
+    idle_due: &mut Option<u64>,
+) -> Result<bool, Stop> {
     let state: State = node.sm.read(|s| s.clone());
     let mut proposed = false;
 
@@ -222,9 +229,18 @@ async fn round(node: &Node, tuning: &SchedulerTuning, policy: &dyn Policy) -> Re
 
     // 2. Retries falling due, deadlines passing.
     let now = now_ms();
-    if state.next_due_ms().is_some_and(|due| due <= now) {
-        propose(node, Command::Tick { now_ms: now }).await?;
-        return Ok(true);
+    let due = state.next_due_ms();
+    if let Some(due) = due.filter(|d| *d <= now && Some(*d) != *idle_due) {
+        let changed = match propose(node, Command::Tick { now_ms: now }).await? {
+            taurus_core::Response::Ticked(t) => !t.released.is_empty() || !t.expired.is_empty(),
+            _ => false,
+        };
+        if changed {
+            return Ok(true);
+        }
+        *idle_due = Some(due);
+        // A tick that changed nothing would change nothing again: go on to placements, and
+        // never spin on ticks.
     }
 
     // 3. Placements.

@@ -54,11 +54,17 @@ pub async fn run(cmd: BenchCmd, ctx: &Context) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The pool of `bench submit` tasks. No agent serves it (unless someone starts one with
+/// `--pool taurus-bench-unscheduled`), so the benchmark measures durable submission alone and
+/// the tasks stay pending instead of making the agents fork 300,000 processes.
+pub const SUBMIT_BENCH_POOL: &str = "taurus-bench-unscheduled";
+
 /// Every request of the run, built before the clock starts: ids are fixed up front, so a
 /// request that fails is sent again unchanged and never doubles a task.
 pub fn build_requests(tasks: u64, batch: u32) -> Vec<v1::SubmitTasksRequest> {
     let template = v1::TaskSpec {
         command: vec!["true".to_string()],
+        pool: SUBMIT_BENCH_POOL.to_string(),
         ..Default::default()
     };
     build_requests_from(&template, tasks, batch)

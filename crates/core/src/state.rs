@@ -91,8 +91,10 @@ use crate::types::TaskState;
 use crate::types::UnixMillis;
 use crate::validate;
 
-/// Key of the runnable queue: priority descending, then first come first served.
-type RunnableKey = (Reverse<i32>, u64, TaskId);
+/// Key of the runnable queue: pool, then priority descending, then first come first served.
+/// Pool-major, so the scheduler reads the queue of each pool an agent serves separately: work
+/// for a pool no agent serves never hides work for the others (no head-of-line blocking).
+type RunnableKey = (String, Reverse<i32>, u64, TaskId);
 
 /// The whole replicated state of a Taurus cluster: tasks, agents and their indexes.
 #[derive(Clone, Debug, Default)]
@@ -100,8 +102,8 @@ pub struct State {
     tasks: OrdMap<TaskId, Task>,
     /// Pending, dependencies met, back-off passed: priority order.
     runnable: OrdSet<RunnableKey>,
-    /// The same tasks as `runnable`, `(seq, id)`: oldest first.
-    runnable_by_seq: OrdSet<(u64, TaskId)>,
+    /// The same tasks as `runnable`, `(pool, seq, id)`: oldest first within each pool.
+    runnable_by_seq: OrdSet<(String, u64, TaskId)>,
     /// Pending, dependencies met, waiting for `not_before_ms`: `(not_before_ms, id)`.
     delayed: OrdSet<(UnixMillis, TaskId)>,
     /// Not terminal, with a hard deadline: `(deadline_at_ms, id)`.
@@ -207,21 +209,45 @@ impl State {
         self.by_state[state.index()].len()
     }
 
-    /// Runnable task ids, highest priority first, then in submission order.
+    /// Runnable task ids: pool by pool (in name order; the default pool `""` first), and in each
+    /// pool highest priority first, then in submission order.
     pub fn runnable(&self) -> impl Iterator<Item = &TaskId> + '_ {
-        self.runnable.iter().map(|(_, _, id)| id)
+        self.runnable.iter().map(|(_, _, _, id)| id)
     }
 
-    /// Runnable tasks, highest priority first, then in submission order.
+    /// Runnable tasks in [`State::runnable`] order.
     pub fn runnable_tasks(&self) -> impl Iterator<Item = &Task> + '_ {
-        self.runnable.iter().filter_map(|(_, _, id)| self.tasks.get(id))
+        self.runnable
+            .iter()
+            .filter_map(|(_, _, _, id)| self.tasks.get(id))
     }
 
-    /// Runnable tasks, oldest submission first (for priority ageing).
+    /// Runnable tasks pool by pool, oldest submission first in each (for priority ageing).
     pub fn runnable_oldest(&self) -> impl Iterator<Item = &Task> + '_ {
         self.runnable_by_seq
             .iter()
-            .filter_map(|(_, id)| self.tasks.get(id))
+            .filter_map(|(_, _, id)| self.tasks.get(id))
+    }
+
+    /// Runnable tasks of one pool (`""`: tasks that run in any pool), highest priority first,
+    /// then in submission order.
+    pub fn runnable_in_pool<'a>(&'a self, pool: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        let from: RunnableKey = (pool.to_string(), Reverse(i32::MAX), 0, String::new());
+        let pool = pool.to_string();
+        self.runnable
+            .range(from..)
+            .take_while(move |(p, _, _, _)| *p == pool)
+            .filter_map(|(_, _, _, id)| self.tasks.get(id))
+    }
+
+    /// Runnable tasks of one pool, oldest submission first.
+    pub fn runnable_oldest_in_pool<'a>(&'a self, pool: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        let from = (pool.to_string(), 0u64, String::new());
+        let pool = pool.to_string();
+        self.runnable_by_seq
+            .range(from..)
+            .take_while(move |(p, _, _)| *p == pool)
+            .filter_map(|(_, _, id)| self.tasks.get(id))
     }
 
     /// Number of runnable tasks.
@@ -353,7 +379,9 @@ impl State {
                     // See the module docs: `not_before_ms` is 0 exactly when the task is runnable.
                     if task.not_before_ms == 0 {
                         state.runnable.insert(runnable_key(&task));
-                        state.runnable_by_seq.insert((task.seq, id.clone()));
+                        state
+                            .runnable_by_seq
+                            .insert((task.spec.pool.clone(), task.seq, id.clone()));
                     } else {
                         state.delayed.insert((task.not_before_ms, id.clone()));
                     }
@@ -1138,7 +1166,8 @@ impl State {
             task.not_before_ms = 0;
             task.queued_at_ms = now_ms;
             self.runnable.insert(runnable_key(task));
-            self.runnable_by_seq.insert((task.seq, id.to_string()));
+            self.runnable_by_seq
+                .insert((task.spec.pool.clone(), task.seq, id.to_string()));
         }
     }
 
@@ -1148,7 +1177,8 @@ impl State {
             return;
         };
         self.runnable.remove(&runnable_key(task));
-        self.runnable_by_seq.remove(&(task.seq, id.to_string()));
+        self.runnable_by_seq
+            .remove(&(task.spec.pool.clone(), task.seq, id.to_string()));
         self.delayed.remove(&(task.not_before_ms, id.to_string()));
     }
 
@@ -1169,7 +1199,12 @@ impl State {
 }
 
 fn runnable_key(task: &Task) -> RunnableKey {
-    (Reverse(task.spec.priority), task.seq, task.spec.id.clone())
+    (
+        task.spec.pool.clone(),
+        Reverse(task.spec.priority),
+        task.seq,
+        task.spec.id.clone(),
+    )
 }
 
 /// `a + b`, per resource, saturating.

@@ -6,6 +6,7 @@ mod common;
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use common::*;
 use taurus_core::Command;
@@ -287,15 +288,34 @@ fn check_invariants(st: &State) {
         .iter()
         .filter(|t| t.state == TaskState::Pending && t.unmet_deps == 0 && t.not_before_ms == 0)
         .collect();
-    queue.sort_by_key(|t| (Reverse(t.spec.priority), t.seq));
+    // Pool-major: each pool's queue is read on its own by the scheduler.
+    queue.sort_by_key(|t| (t.spec.pool.clone(), Reverse(t.spec.priority), t.seq));
     assert_eq!(runnable(st), ids_of(queue.iter().copied()), "runnable");
     assert_eq!(ids_of(st.runnable_tasks()), runnable(st), "runnable_tasks");
-    queue.sort_by_key(|t| t.seq);
+    let pools: BTreeSet<String> = queue.iter().map(|t| t.spec.pool.clone()).collect();
+    for pool in &pools {
+        let in_pool: Vec<&Task> = queue.iter().copied().filter(|t| &t.spec.pool == pool).collect();
+        assert_eq!(
+            ids_of(st.runnable_in_pool(pool)),
+            ids_of(in_pool.iter().copied()),
+            "runnable_in_pool({pool:?})"
+        );
+    }
+    queue.sort_by_key(|t| (t.spec.pool.clone(), t.seq));
     assert_eq!(
         ids_of(st.runnable_oldest()),
         ids_of(queue.iter().copied()),
         "runnable_oldest"
     );
+    for pool in &pools {
+        let in_pool: Vec<&Task> = queue.iter().copied().filter(|t| &t.spec.pool == pool).collect();
+        assert_eq!(
+            ids_of(st.runnable_oldest_in_pool(pool)),
+            ids_of(in_pool.iter().copied()),
+            "runnable_oldest_in_pool({pool:?})"
+        );
+    }
+    assert_eq!(st.runnable_in_pool("no-such-pool").count(), 0);
     assert_eq!(st.runnable_len(), queue.len());
     let delayed: Vec<&Task> = all
         .iter()

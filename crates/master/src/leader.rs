@@ -283,6 +283,8 @@ fn build_view(state: &State, node: &Node, tuning: &SchedulerTuning, now: u64) ->
         .duties
         .with(|o| (o.loads.clone(), o.start_latency_ms.clone()))
         .unwrap_or_default();
+    // Free slots of alive agents, per pool they serve.
+    let mut free_by_pool: HashMap<&str, usize> = HashMap::new();
     let mut free_slots: usize = 0;
     let mut any_overloaded = false;
     let agents: Vec<AgentView> = state
@@ -291,7 +293,9 @@ fn build_view(state: &State, node: &Node, tuning: &SchedulerTuning, now: u64) ->
         .map(|a| {
             let alive = a.state == AgentState::Alive;
             if alive {
-                free_slots += a.info.max_tasks.saturating_sub(a.tasks) as usize;
+                let free = a.info.max_tasks.saturating_sub(a.tasks) as usize;
+                free_slots += free;
+                *free_by_pool.entry(a.info.pool.as_str()).or_default() += free;
             }
             let load = loads.get(&a.info.id).copied();
             let unstarted = if load.is_some_and(|l| l > 1.0) {
@@ -328,21 +332,32 @@ fn build_view(state: &State, node: &Node, tuning: &SchedulerTuning, now: u64) ->
     if free_slots == 0 && !any_overloaded {
         return None;
     }
-    // A bounded window of the queue: the highest priorities, and (for ageing) the oldest. Twice
-    // the free slots, so tasks that fit nowhere (pool, constraints, size) do not hide the rest.
-    let window = tuning.max_placements.min(free_slots.saturating_mul(2) + 16);
-    let mut seen: HashSet<&str> = HashSet::with_capacity(window * 2);
-    let mut candidates: Vec<Candidate> = Vec::with_capacity(window * 2);
-    for t in state.runnable_tasks().take(window) {
-        seen.insert(&t.spec.id);
-        candidates.push(candidate(t));
-    }
-    if !tuning.ageing_per_point.is_zero() {
-        for t in state.runnable_oldest().take(window) {
+    // A bounded window of each queue that could use the free slots: the pools with room, and
+    // the tasks that run in any pool (`""`). In each, the highest priorities and (for ageing) the
+    // oldest; twice the free slots, so tasks that fit nowhere (constraints, size) do not hide
+    // the rest. Queues of pools no agent serves are never read.
+    let mut pools: Vec<(&str, usize)> = free_by_pool.into_iter().filter(|(p, _)| !p.is_empty()).collect();
+    pools.sort_unstable();
+    pools.push(("", free_slots));
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for (pool, free) in pools {
+        let window = tuning.max_placements.min(free.saturating_mul(2) + 16);
+        for t in state.runnable_in_pool(pool).take(window) {
             if seen.insert(&t.spec.id) {
                 candidates.push(candidate(t));
             }
         }
+        if !tuning.ageing_per_point.is_zero() {
+            for t in state.runnable_oldest_in_pool(pool).take(window) {
+                if seen.insert(&t.spec.id) {
+                    candidates.push(candidate(t));
+                }
+            }
+        }
+    }
+    if candidates.is_empty() && !any_overloaded {
+        return None;
     }
     Some(View {
         now_ms: now,

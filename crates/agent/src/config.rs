@@ -37,6 +37,9 @@ use crate::machine;
 /// declares an agent down and gives its tasks new attempts.
 pub const DEFAULT_MASTERS_AGENT_TTL: Duration = Duration::from_secs(10);
 
+/// Default `rpc_timeout`, unless a third of `lease_timeout` is shorter.
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Largest encoded size of one `ReportTaskStatus` request, below tonic's default 4 MiB limit
 /// on decoded messages. A batch holds at least one report whatever its size.
 pub const MAX_REPORT_BATCH_BYTES: usize = 2 * 1024 * 1024;
@@ -83,9 +86,10 @@ pub struct AgentConfig {
     /// Limit on establishing a connection to one master. Default 1 s.
     #[serde(with = "duration_str")]
     pub connect_timeout: Duration,
-    /// Limit on one call to one master before the next master is tried. Default 2 s.
-    #[serde(with = "duration_str")]
-    pub rpc_timeout: Duration,
+    /// Limit on one call to one master before the next master is tried. Must be below
+    /// `lease_timeout`. Default: 2 s, or `lease_timeout / 3` when that is shorter.
+    #[serde(with = "opt_duration_str", skip_serializing_if = "Option::is_none")]
+    pub rpc_timeout: Option<Duration>,
     /// Most reports in one `ReportTaskStatus` call. Default 1000.
     pub report_batch_max: usize,
     /// First back-off before a failed report batch is sent again (doubling, full jitter).
@@ -129,7 +133,7 @@ impl Default for AgentConfig {
             lease_timeout: Duration::from_secs(6),
             masters_agent_ttl: DEFAULT_MASTERS_AGENT_TTL,
             connect_timeout: Duration::from_secs(1),
-            rpc_timeout: Duration::from_secs(2),
+            rpc_timeout: None,
             report_batch_max: 1000,
             report_backoff_min: Duration::from_millis(50),
             report_backoff_max: Duration::from_secs(1),
@@ -183,6 +187,11 @@ pub struct ResolvedConfig {
     pub output_tail_bytes: usize,
     pub kill_grace: Duration,
     pub drain_timeout: Duration,
+    /// The program each task runs under, as `PROGRAM agent supervise -- COMMAND...` (see
+    /// [`crate::supervisor`]): the agent's own binary, set by `taurus agent start`. `None` runs
+    /// commands directly, which leaves a task's background processes running when the agent
+    /// is SIGKILLed (until it starts again) and every process running while it is paused.
+    pub supervisor: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -337,7 +346,10 @@ impl AgentConfig {
                 ),
             ));
         }
-        if self.rpc_timeout.is_zero() || self.rpc_timeout >= self.lease_timeout {
+        let rpc_timeout = self
+            .rpc_timeout
+            .unwrap_or_else(|| DEFAULT_RPC_TIMEOUT.min(self.lease_timeout / 3));
+        if rpc_timeout.is_zero() || rpc_timeout >= self.lease_timeout {
             return Err(bad(
                 "rpc_timeout",
                 "must be non-zero and below lease_timeout".into(),
@@ -376,7 +388,7 @@ impl AgentConfig {
             heartbeat_interval: self.heartbeat_interval,
             lease_timeout: self.lease_timeout,
             connect_timeout: self.connect_timeout,
-            rpc_timeout: self.rpc_timeout,
+            rpc_timeout,
             report_batch_max: self.report_batch_max,
             report_backoff_min: self.report_backoff_min,
             report_backoff_max: self.report_backoff_max,
@@ -384,6 +396,7 @@ impl AgentConfig {
             output_tail_bytes: self.output_tail_bytes,
             kill_grace: self.kill_grace,
             drain_timeout: self.drain_timeout,
+            supervisor: None,
         })
     }
 }
@@ -404,6 +417,29 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, AgentError> {
         }
     }
     Ok(labels)
+}
+
+/// [`duration_str`] for an optional duration (absent: `None`).
+mod opt_duration_str {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+    use serde::Deserializer;
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration_str::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// `humantime` strings ("50ms", "2s") for durations in TOML.
@@ -446,6 +482,8 @@ mod tests {
         assert_eq!(r.lease_timeout, Duration::from_secs(6));
         assert_eq!(r.output_tail_bytes, 16 * 1024);
         assert_eq!(r.drain_timeout, Duration::ZERO);
+        assert_eq!(r.rpc_timeout, Duration::from_secs(2));
+        assert_eq!(r.supervisor, None, "only `taurus agent start` knows its binary");
         let no_id = AgentConfig {
             masters: vec!["h:1".into()],
             ..Default::default()
@@ -490,6 +528,9 @@ mod tests {
         assert_eq!(r.heartbeat_interval, Duration::from_millis(200));
         assert_eq!(r.drain_timeout, Duration::from_secs(30));
         assert_eq!((r.cpu_millis, r.memory_mb, r.disk_mb), (4000, 2048, 100));
+        assert_eq!(r.rpc_timeout, Duration::from_secs(1));
+        let text = toml::to_string(&c).expect("serializes");
+        assert_eq!(AgentConfig::from_toml(&text).expect("parses back"), c);
         let merged = c.overlay(Overrides {
             id: Some("w-8".into()),
             max_tasks: Some(2),
@@ -566,7 +607,14 @@ mod tests {
             ),
             (
                 AgentConfig {
-                    rpc_timeout: Duration::from_secs(6),
+                    rpc_timeout: Some(Duration::from_secs(6)),
+                    ..minimal()
+                },
+                "rpc_timeout",
+            ),
+            (
+                AgentConfig {
+                    rpc_timeout: Some(Duration::ZERO),
                     ..minimal()
                 },
                 "rpc_timeout",
@@ -576,6 +624,34 @@ mod tests {
             let e = c.resolve().expect_err(key).to_string();
             assert!(e.contains(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn the_default_rpc_timeout_stays_below_a_short_lease() {
+        let short = AgentConfig {
+            heartbeat_interval: Duration::from_millis(300),
+            lease_timeout: Duration::from_millis(1500),
+            ..minimal()
+        };
+        let r = short
+            .clone()
+            .resolve()
+            .expect("a 1.5 s lease needs no explicit rpc_timeout");
+        assert_eq!(r.rpc_timeout, Duration::from_millis(500));
+        let explicit = AgentConfig {
+            rpc_timeout: Some(Duration::from_secs(1)),
+            ..short
+        };
+        assert_eq!(
+            explicit.resolve().expect("resolves").rpc_timeout,
+            Duration::from_secs(1),
+            "an explicit value is kept"
+        );
+        let long = AgentConfig {
+            lease_timeout: Duration::from_millis(7500),
+            ..minimal()
+        };
+        assert_eq!(long.resolve().expect("resolves").rpc_timeout, DEFAULT_RPC_TIMEOUT);
     }
 
     #[test]

@@ -8,11 +8,22 @@
 //!   `TAURUS_FENCING_TOKEN` are set. stdin is `/dev/null`.
 //! - The working directory is `work_dir/tasks/<task id>-<token>`, created before and removed
 //!   (with whatever the task left in it) after.
-//! - The process leads its own process group (`setpgid(0, 0)`), and asks the kernel to SIGKILL
-//!   it when the agent dies (`PR_SET_PDEATHSIG`). Its group is listed in `work_dir/running.pgids`
-//!   while it runs, so that the next agent start kills the rest of the group
-//!   ([`crate::pgroup::kill_leftovers`]). Spawning happens on a Tokio worker thread, never a
-//!   blocking-pool thread: the death signal fires when the *thread* that forked exits.
+//! - With a supervisor ([`Executor::with_supervisor`], what `taurus agent start` sets up), the
+//!   agent starts `PROGRAM agent supervise -- COMMAND...` instead, with the same environment,
+//!   directory and output pipes, and a control socket as its stdin. The supervisor leads the
+//!   attempt's process group and starts the command in it; it kills the group when the agent
+//!   dies (even by SIGKILL), when the lease the agent last told it about runs out (even while
+//!   the agent is paused), or when the command's leader exits. It reports how the command ended, which
+//!   gives the same [`Outcome`] as running the command directly. See [`crate::supervisor`].
+//!   [`Executor::set_lease_deadline`] is how the runtime tells every supervisor the lease.
+//! - Without one, the process leads its own process group (`setpgid(0, 0)`) and asks the kernel
+//!   to SIGKILL it when the agent dies (`PR_SET_PDEATHSIG`); that reaches the leader only, not
+//!   its children, and does nothing for a paused agent. Spawning happens on a Tokio worker
+//!   thread, never a blocking-pool thread: the death signal fires when the *thread* that forked
+//!   exits.
+//! - Either way the group (the supervisor's, which the command is in) is listed in
+//!   `work_dir/running.pgids` while it runs, so that the next agent start kills whatever is
+//!   left of it ([`crate::pgroup::kill_leftovers`]).
 //! - stdout and stderr are read concurrently; only the last `output_tail_bytes` of each are kept.
 //! - When the leader exits, whatever is left of its group is SIGKILLed: a task never leaves
 //!   background processes behind.
@@ -43,6 +54,9 @@
 //! Any other `taurus:` program fails with an error naming the known ones.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -60,8 +74,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::AgentError;
+use crate::lease;
 use crate::pgroup;
 use crate::pgroup::PgidFile;
+use crate::supervisor;
+use crate::supervisor::Status;
 use crate::tail::TailBuffer;
 
 /// Prefix of built-in commands.
@@ -71,6 +88,9 @@ pub const BUILTIN_PREFIX: &str = "taurus:";
 /// the pipes. Only a process that escaped the group (`setsid`) and kept the pipe open makes
 /// them wait that long; what was read until then is kept.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
+
+/// Most bytes of status read from a supervisor (it writes one short line).
+const STATUS_MAX: u64 = 64 * 1024;
 
 /// One attempt to run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -125,6 +145,9 @@ pub struct Outcome {
     pub error: String,
     pub stdout_tail: String,
     pub stderr_tail: String,
+    /// The task's supervisor killed it because the agent's lease ran out (the agent was paused
+    /// or cut off and could not do it itself). Such an attempt is never reported.
+    lease_expired: bool,
 }
 
 impl Outcome {
@@ -135,7 +158,14 @@ impl Outcome {
             error: error.into(),
             stdout_tail: String::new(),
             stderr_tail: String::new(),
+            lease_expired: false,
         }
+    }
+
+    /// Whether the task's supervisor killed the attempt because the agent's lease ran out:
+    /// the agent must treat itself as fenced and report nothing about it.
+    pub fn lease_expired(&self) -> bool {
+        self.lease_expired
     }
 
     fn failed(error: impl Into<String>) -> Self {
@@ -249,6 +279,11 @@ pub struct Executor {
     kill_grace: Duration,
     pgids: PgidFile,
     spawned: AtomicU64,
+    /// The program started as `PROGRAM agent supervise -- COMMAND...`; `None`: run commands
+    /// directly.
+    supervisor: Option<PathBuf>,
+    /// The lease deadline (`CLOCK_MONOTONIC` ns) every supervisor is told; `None` until known.
+    lease: watch::Sender<Option<u64>>,
 }
 
 impl Executor {
@@ -265,7 +300,37 @@ impl Executor {
             kill_grace,
             pgids: PgidFile::new(&work_dir),
             spawned: AtomicU64::new(0),
+            supervisor: None,
+            lease: watch::Sender::new(None),
         })
+    }
+
+    /// Runs every command under a supervisor: `program agent supervise -- COMMAND...` (see
+    /// [`crate::supervisor`]). `program` is normally the agent's own binary.
+    pub fn with_supervisor(mut self, program: impl Into<PathBuf>) -> Self {
+        self.supervisor = Some(program.into());
+        self
+    }
+
+    /// The supervisor program, if commands run under one.
+    pub fn supervisor(&self) -> Option<&Path> {
+        self.supervisor.as_deref()
+    }
+
+    /// Tells every supervised attempt, running or to come, that the agent's lease now ends at
+    /// `deadline`; its supervisor kills it once that passes, whatever the agent is doing.
+    /// `None` (no lease) changes nothing: the agent kills every attempt before it lets its
+    /// lease go, and starts none without one. Without a supervisor this only records it.
+    pub fn set_lease_deadline(&self, deadline: Option<std::time::Instant>) {
+        let Some(deadline) = deadline else {
+            return;
+        };
+        let ns = lease::monotonic_ns(deadline);
+        self.lease.send_if_modified(|current| {
+            let changed = *current != Some(ns);
+            *current = Some(ns);
+            changed
+        });
     }
 
     /// Kills the process groups a previous incarnation left running (see
@@ -331,42 +396,58 @@ impl Executor {
                 dir.display()
             ));
         }
-        let mut cmd = tokio::process::Command::new(&req.command[0]);
-        cmd.args(&req.command[1..])
-            .envs(&req.env)
+        let mut lease_rx = self.lease.subscribe();
+        let (mut cmd, control) = match &self.supervisor {
+            None => (self.direct_command(req), None),
+            Some(program) => match self.supervised_command(program, req, &mut lease_rx) {
+                Ok((cmd, control)) => (cmd, Some(control)),
+                Err(e) => {
+                    remove_dir(&dir).await;
+                    return Outcome::failed(format!("cannot set up the task supervisor: {e}"));
+                }
+            },
+        };
+        cmd.envs(&req.env)
             .env("TAURUS_TASK_ID", &req.task_id)
             .env("TAURUS_ATTEMPT", req.attempt.to_string())
             .env("TAURUS_FENCING_TOKEN", req.token.to_string())
             .current_dir(&dir)
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true);
-        // SAFETY: getpid has no preconditions.
-        let agent_pid = unsafe { libc::getpid() };
-        // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe calls (prctl, getppid); it allocates nothing on success.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The agent died between fork and prctl: the signal will never come.
-                if libc::getppid() != agent_pid {
-                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
-        let mut child = match cmd.spawn() {
+            // A supervisor is not killed when this future is dropped: closing the control
+            // socket makes it kill the whole group, where a SIGKILL would reach it alone.
+            .kill_on_drop(control.is_none());
+        let spawned = cmd.spawn();
+        // Our copy of the supervisor's end of the control socket goes now: the supervisor must
+        // be its only holder, so that its exit reads as end of file.
+        drop(cmd);
+        let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 remove_dir(&dir).await;
-                return Outcome::failed(format!("cannot start {:?}: {e}", req.command[0]));
+                return match &self.supervisor {
+                    None => Outcome::failed(format!("cannot start {:?}: {e}", req.command[0])),
+                    Some(program) => Outcome::failed(format!(
+                        "cannot start the task supervisor {}: {e}",
+                        program.display()
+                    )),
+                };
             }
         };
         self.spawned.fetch_add(1, Ordering::Relaxed);
+        let mut control = match control.map(tokio::net::UnixStream::from_std).transpose() {
+            Ok(control) => control,
+            Err(e) => {
+                // Cannot happen (the socket is fresh and non-blocking). Kill what started.
+                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                    pgroup::signal_group(pid, libc::SIGKILL);
+                }
+                let _ = child.wait().await;
+                remove_dir(&dir).await;
+                return Outcome::failed(format!("cannot use the task supervisor's socket: {e}"));
+            }
+        };
         let Some(pgid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
             // Cannot happen for a child that was not waited for; be safe anyway.
             let _ = child.kill().await;
@@ -396,9 +477,26 @@ impl Executor {
         let mut watching_stop = true;
         let mut acted_on: Option<StopReason> = None;
         let mut hard_kill_at: Option<Instant> = None;
+        let mut telling_lease = control.is_some();
         let status = loop {
             tokio::select! {
                 status = child.wait() => break status,
+                changed = lease_rx.changed(), if telling_lease => match changed {
+                    Err(_) => telling_lease = false,
+                    Ok(()) => {
+                        let deadline = *lease_rx.borrow_and_update();
+                        if let (Some(ns), Some(socket)) = (deadline, &control)
+                            && !tell(socket, &supervisor::lease_line(ns))
+                        {
+                            tracing::warn!(
+                                task = %req.task_id,
+                                token = req.token,
+                                "cannot tell the task supervisor the lease; it enforces the last one it got"
+                            );
+                            telling_lease = false;
+                        }
+                    }
+                },
                 () = sleep_until(timeout_at), if cause.is_none() => {
                     cause = Some(Cause::TimedOut(req.timeout.unwrap_or_default()));
                     hard_kill_at = self.soft_kill(pgid);
@@ -422,6 +520,13 @@ impl Executor {
                 }
             }
         };
+        // An immediate stop SIGKILLs the group from `KillSwitch::kill` itself, so the end of the
+        // process can be seen here before the stop is: the stop is why it ended.
+        if cause.is_none()
+            && let Some(reason) = switch.reason().filter(|r| r.is_immediate())
+        {
+            cause = Some(Cause::Stopped(reason));
+        }
         // Whatever the leader left in its group goes with it. The group id cannot have been
         // reused while a member lives; once it is empty, killpg fails harmlessly.
         switch.clear_pgid();
@@ -442,13 +547,90 @@ impl Executor {
         }
         remove_dir(&dir).await;
 
-        let mut outcome = match status {
-            Ok(status) => outcome_of(status, cause),
-            Err(e) => Outcome::failed(format!("cannot wait for the process: {e}")),
+        // What the supervisor said: it is gone, so its end of the socket is closed and the read
+        // ends (the command never had that socket).
+        let said = match control.as_mut() {
+            Some(socket) => {
+                let mut text = Vec::new();
+                let read = tokio::time::timeout(
+                    OUTPUT_DRAIN,
+                    (&mut *socket).take(STATUS_MAX).read_to_end(&mut text),
+                )
+                .await;
+                if read.is_err() {
+                    tracing::warn!(task = %req.task_id, token = req.token, "the task supervisor's socket is still open");
+                }
+                Some(Status::last_in(&text))
+            }
+            None => None,
+        };
+        let mut outcome = match (status, said) {
+            (Err(e), _) => Outcome::failed(format!("cannot wait for the process: {e}")),
+            (Ok(status), None) => outcome_of(ended_of(status), cause),
+            (Ok(status), Some(said)) => supervised_outcome(status, said, cause),
         };
         outcome.stdout_tail = lock(&stdout).to_string_lossy();
         outcome.stderr_tail = lock(&stderr).to_string_lossy();
         outcome
+    }
+
+    /// The command, run directly: in its own group, SIGKILLed by the kernel when the thread
+    /// that forked it exits.
+    fn direct_command(&self, req: &ExecRequest) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&req.command[0]);
+        cmd.args(&req.command[1..]).stdin(Stdio::null());
+        // SAFETY: getpid has no preconditions.
+        let agent_pid = unsafe { libc::getpid() };
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe calls (prctl, getppid); it allocates nothing on success.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The agent died between fork and prctl: the signal will never come.
+                if libc::getppid() != agent_pid {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// `program agent supervise -- COMMAND...`, with one end of a new control socket as its
+    /// stdin (returned: the other end, non-blocking). The current lease deadline is already
+    /// written, so the supervisor knows it before it starts the command.
+    fn supervised_command(
+        &self,
+        program: &Path,
+        req: &ExecRequest,
+        lease_rx: &mut watch::Receiver<Option<u64>>,
+    ) -> std::io::Result<(tokio::process::Command, UnixStream)> {
+        // Both ends close-on-exec: no other process of the agent inherits them; the supervisor
+        // gets its end as stdin, which exec keeps.
+        let (mut ours, theirs) = UnixStream::pair()?;
+        if let Some(ns) = *lease_rx.borrow_and_update() {
+            // A fresh socket's buffer takes a few bytes without blocking.
+            ours.write_all(supervisor::lease_line(ns).as_bytes())?;
+        }
+        ours.set_nonblocking(true)?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(supervisor::SUPERVISE_ARGS)
+            .arg("--")
+            .args(&req.command)
+            .stdin(Stdio::from(OwnedFd::from(theirs)));
+        // SAFETY: the closure runs in the forked child before exec and only calls signal(2),
+        // which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                // The supervisor ignores SIGTERM from its first instruction on (a graceful kill
+                // of the group is for the command); it gives the command the default back.
+                libc::signal(libc::SIGTERM, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        Ok((cmd, ours))
     }
 
     /// SIGTERM now and SIGKILL at the returned time, or SIGKILL now when there is no grace.
@@ -470,9 +652,29 @@ enum Cause {
     Stopped(StopReason),
 }
 
-fn outcome_of(status: ExitStatus, cause: Option<Cause>) -> Outcome {
+/// How a task's process ended, learnt from its wait status or from its supervisor.
+#[derive(Clone, Debug)]
+enum Ended {
+    Code(i32),
+    Signal(i32),
+    /// Neither (described).
+    Other(String),
+}
+
+fn ended_of(status: ExitStatus) -> Ended {
     use std::os::unix::process::ExitStatusExt;
-    let code = status.code();
+    match (status.code(), status.signal()) {
+        (Some(c), _) => Ended::Code(c),
+        (None, Some(sig)) => Ended::Signal(sig),
+        (None, None) => Ended::Other(format!("ended without exit code or signal ({status})")),
+    }
+}
+
+fn outcome_of(ended: Ended, cause: Option<Cause>) -> Outcome {
+    let code = match ended {
+        Ended::Code(c) => Some(c),
+        _ => None,
+    };
     match cause {
         Some(Cause::TimedOut(t)) => Outcome::new(
             End::TimedOut,
@@ -480,13 +682,57 @@ fn outcome_of(status: ExitStatus, cause: Option<Cause>) -> Outcome {
             format!("timed out after {}", humantime::format_duration(t)),
         ),
         Some(Cause::Stopped(r)) => Outcome::new(End::Killed, code, format!("killed: {}", r.describe())),
-        None => match (code, status.signal()) {
-            (Some(0), _) => Outcome::new(End::Succeeded, Some(0), ""),
-            (Some(c), _) => Outcome::new(End::Failed, Some(c), ""),
-            (None, Some(sig)) => Outcome::new(End::Failed, None, format!("killed by signal {sig}")),
-            (None, None) => Outcome::failed(format!("ended without exit code or signal ({status})")),
+        None => match ended {
+            Ended::Code(0) => Outcome::new(End::Succeeded, Some(0), ""),
+            Ended::Code(c) => Outcome::new(End::Failed, Some(c), ""),
+            Ended::Signal(sig) => Outcome::new(End::Failed, None, format!("killed by signal {sig}")),
+            Ended::Other(what) => Outcome::failed(what),
         },
     }
+}
+
+/// The outcome of a supervised command: what its supervisor `said` (its last status line, if
+/// any) and, when it said nothing (it was killed with the group, or failed), its own wait
+/// `status`. Built to equal what running the command directly gives.
+fn supervised_outcome(status: ExitStatus, said: Option<Status>, cause: Option<Cause>) -> Outcome {
+    match said {
+        Some(Status::Exited(c)) => outcome_of(Ended::Code(c), cause),
+        Some(Status::Signalled(sig)) => outcome_of(Ended::Signal(sig), cause),
+        // Nothing was started (or could be waited for): as when a spawn fails.
+        Some(Status::Error(why)) => Outcome::failed(why),
+        Some(Status::Fenced) if cause.is_none() => Outcome {
+            lease_expired: true,
+            ..Outcome::new(
+                End::Killed,
+                None,
+                "killed: the agent's lease expired (its task supervisor killed it)",
+            )
+        },
+        Some(Status::Killed) if cause.is_none() => Outcome::new(
+            End::Killed,
+            None,
+            "killed: the task supervisor was told to kill it",
+        ),
+        Some(Status::Fenced | Status::Killed) => outcome_of(Ended::Signal(libc::SIGKILL), cause),
+        None => match ended_of(status) {
+            // Killed with its group (by the agent, or by the task itself): as the command would
+            // have been.
+            Ended::Signal(sig) => outcome_of(Ended::Signal(sig), cause),
+            Ended::Code(c) => outcome_of(
+                Ended::Other(format!(
+                    "the task supervisor exited with status {c} without saying how the task ended"
+                )),
+                cause,
+            ),
+            other => outcome_of(other, cause),
+        },
+    }
+}
+
+/// Writes one control line to a supervisor without waiting. False when it could not be written
+/// whole (the supervisor is gone, or has not read for so long that the buffer is full).
+fn tell(socket: &tokio::net::UnixStream, line: &str) -> bool {
+    matches!(socket.try_write(line.as_bytes()), Ok(n) if n == line.len())
 }
 
 async fn run_builtin(name: &str, req: &ExecRequest, switch: &KillSwitch) -> Outcome {

@@ -9,9 +9,48 @@
 //! tasks only until `t + lease_timeout` with `lease_timeout < agent_ttl`. The margin covers the
 //! two clocks running at slightly different rates and the time a kill takes. Both sides measure
 //! with monotonic clocks; wall-clock jumps do not matter.
+//!
+//! # The lease outside the agent
+//!
+//! Each task's supervisor ([`crate::supervisor`]) enforces the lease too, so that a paused
+//! agent's tasks still stop on time. The agent tells it the deadline in `CLOCK_MONOTONIC`
+//! nanoseconds ([`monotonic_ns`]): that clock is system-wide, so the two processes agree on it.
 
 use std::time::Duration;
 use std::time::Instant;
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds. Read with `clock_gettime` directly (not through
+/// `Instant`, whose clock is an implementation detail) so that the agent and the task
+/// supervisors, which compare deadlines across processes, read the same clock.
+pub fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        // Cannot happen: the clock exists on every Linux and the pointer is valid.
+        return 0;
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
+/// `at` as a `CLOCK_MONOTONIC` time in nanoseconds (see [`monotonic_now_ns`]), by its distance
+/// from now on both clocks.
+pub fn monotonic_ns(at: Instant) -> u64 {
+    let now = Instant::now();
+    let now_ns = monotonic_now_ns();
+    if at >= now {
+        let ahead = u64::try_from((at - now).as_nanos()).unwrap_or(u64::MAX);
+        now_ns.saturating_add(ahead)
+    } else {
+        let behind = u64::try_from((now - at).as_nanos()).unwrap_or(u64::MAX);
+        now_ns.saturating_sub(behind)
+    }
+}
 
 /// When the agent must stop running tasks unless a heartbeat is acknowledged first.
 #[derive(Clone, Debug)]
@@ -150,6 +189,27 @@ mod tests {
         let mut lease = Lease::new(6 * s);
         lease.renew(t0, Some(Duration::ZERO));
         assert_eq!(lease.expires_at(), Some(t0 + 6 * s), "0 means not said");
+    }
+
+    #[test]
+    fn instants_convert_to_the_monotonic_clock() {
+        let before = monotonic_now_ns();
+        let now = Instant::now();
+        let ahead = monotonic_ns(now + Duration::from_secs(2));
+        let behind = monotonic_ns(now - Duration::from_millis(1));
+        let after = monotonic_now_ns();
+        assert!(before > 0);
+        // Within the time this test took, on either side.
+        let slack = after - before + 1_000_000;
+        assert!(
+            ahead.abs_diff(before + 2_000_000_000) <= slack,
+            "{ahead} vs {before}"
+        );
+        assert!(
+            behind.abs_diff(before.saturating_sub(1_000_000)) <= slack,
+            "{behind} vs {before}"
+        );
+        assert!(behind < ahead);
     }
 
     #[test]

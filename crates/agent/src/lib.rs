@@ -8,6 +8,8 @@
 //!   cancellation and bounded output capture. Testable without any master.
 //! - `pgroup`: process-group signalling and the `running.pgids` file that lets a restarted agent
 //!   kill what its SIGKILLed predecessor left running.
+//! - `supervisor`: the per-task supervisor process (`taurus agent supervise`), which kills the
+//!   task when the agent dies or its lease runs out, whatever state the agent is in.
 //! - `runtime`: [`run`], the actor that registers, follows the assignment feed, claims and
 //!   starts attempts, heartbeats, fences itself when its lease lapses, and shuts down.
 //! - `reporter`: batches STARTED/FINISHED reports and retries them until acknowledged.
@@ -21,8 +23,12 @@
 //! and lasts `lease_timeout` from when that heartbeat was *sent*, which is before the leader
 //! received it; the leader reassigns only `agent_ttl > lease_timeout` after the last heartbeat
 //! it received. So an agent that lost contact kills its attempts before anyone else may start
-//! them. Agent death is covered by `PR_SET_PDEATHSIG` (the task's leader) and by the
-//! `running.pgids` file (the rest of its group, killed at the next start).
+//! them. The agent is not trusted to be around for that: each task runs under a supervisor
+//! process that knows the lease deadline and kills the task's whole process group when it
+//! passes (the agent may be paused) or when the agent's end of its control socket closes (the
+//! agent died, even by SIGKILL). Without a supervisor (the executor alone, in tests) agent death
+//! is covered by `PR_SET_PDEATHSIG` (the task's leader) and by the `running.pgids` file (the
+//! rest of its group, killed at the next start).
 //!
 //! **Architecture Invariant:** the agent never reports an attempt it killed because of a
 //! master's decision or of fencing (`stop`, `stale`, re-registration, lease expiry): the masters
@@ -38,10 +44,12 @@ mod masters;
 pub mod pgroup;
 mod reporter;
 mod runtime;
+pub mod supervisor;
 mod tail;
 
 pub use config::AgentConfig;
 pub use config::DEFAULT_MASTERS_AGENT_TTL;
+pub use config::DEFAULT_RPC_TIMEOUT;
 pub use config::MAX_REPORT_BATCH_BYTES;
 pub use config::Overrides;
 pub use config::ResolvedConfig;
@@ -56,6 +64,7 @@ pub use exec::Outcome;
 pub use exec::StopReason;
 pub use lease::Lease;
 pub use lease::LoadAverage;
+pub use lease::monotonic_now_ns;
 pub use runtime::run;
 pub use runtime::run_resolved;
 pub use tail::TailBuffer;

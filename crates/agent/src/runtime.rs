@@ -23,6 +23,11 @@
 //! reporting, and registers again for a fresh epoch. Being told to re-register (feed or
 //! heartbeat answer) does the same.
 //!
+//! Every renewal is also passed to the executor, which tells each attempt's supervisor: the
+//! supervisors kill their attempts at the deadline themselves, even when this actor cannot run
+//! (the process is paused). An attempt that ends that way means the lease ran out: the agent
+//! fences itself as above.
+//!
 //! # Shutdown
 //!
 //! When the `shutdown` future completes the agent stops claiming, lets running attempts go on
@@ -92,11 +97,26 @@ pub async fn run_resolved(
 ) -> Result<(), AgentError> {
     let span = tracing::info_span!("agent", agent = %settings.id);
     async move {
-        let executor = Arc::new(Executor::new(
+        let mut executor = Executor::new(
             &settings.work_dir,
             settings.output_tail_bytes,
             settings.kill_grace,
-        )?);
+        )?;
+        if let Some(program) = &settings.supervisor {
+            if !program.exists() {
+                return Err(AgentError::Config(format!(
+                    "supervisor: {} does not exist",
+                    program.display()
+                )));
+            }
+            executor = executor.with_supervisor(program);
+        } else {
+            tracing::warn!(
+                "no task supervisor: a task's background processes outlive a SIGKILLed agent \
+                 (until it starts again), and a paused agent's tasks run on past its lease"
+            );
+        }
+        let executor = Arc::new(executor);
         // Held until the agent stops: a second agent on this directory would kill our tasks
         // as "leftovers".
         let _lock = lock_work_dir(&settings.work_dir)?;
@@ -387,6 +407,7 @@ impl Runtime {
         self.register_task = None;
         self.epoch = Some(epoch);
         self.lease.renew(sent_at, None);
+        self.exec.set_lease_deadline(self.lease.expires_at());
         tracing::info!(epoch, lost = lost.len(), "registered");
         if self.shutting_down {
             return;
@@ -536,6 +557,19 @@ impl Runtime {
             return;
         }
         let token = slot.token;
+        if outcome.lease_expired() {
+            // Its supervisor saw the lease run out before we did (we were paused, or an answer
+            // renewed our lease too late for it): the masters may give the task to someone
+            // else, so this attempt is not reported, and whatever else runs is fenced too.
+            tracing::error!(
+                task = %task_id,
+                attempt = slot.attempt,
+                token,
+                "LEASE EXPIRED: the attempt's supervisor killed it at the lease deadline"
+            );
+            self.reregister("a task supervisor saw the lease expire");
+            return;
+        }
         tracing::info!(
             task = %task_id,
             attempt = slot.attempt,
@@ -712,6 +746,7 @@ impl Runtime {
             Ok((sent_at, response)) => {
                 let granted = Duration::from_millis(response.lease_ms);
                 self.lease.renew(sent_at, Some(granted));
+                self.exec.set_lease_deadline(self.lease.expires_at());
                 for stop in response.stop {
                     self.maybe_drop(
                         &stop.task_id,

@@ -213,7 +213,7 @@ impl Harness {
             disk_mb: Some(1024),
             heartbeat_interval: HEARTBEAT,
             lease_timeout: LEASE,
-            rpc_timeout: Duration::from_millis(300),
+            rpc_timeout: Some(Duration::from_millis(300)),
             connect_timeout: Duration::from_millis(300),
             report_backoff_min: Duration::from_millis(10),
             report_backoff_max: Duration::from_millis(50),

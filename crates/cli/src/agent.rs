@@ -25,6 +25,11 @@ pub async fn run(cmd: AgentCmd, ctx: &Context) -> anyhow::Result<ExitCode> {
         AgentCmd::Show { id, stale } => show(&id, stale, ctx).await,
         AgentCmd::Drain { id, reason } => set_drain(&id, true, &reason, ctx).await,
         AgentCmd::Undrain { id } => set_drain(&id, false, "", ctx).await,
+        // `main` runs `taurus agent supervise -- ...` before anything else; this is the same
+        // command reached with global flags in front.
+        AgentCmd::Supervise { command } => {
+            Ok(tokio::task::spawn_blocking(move || taurus_agent::supervisor::main(command)).await?)
+        }
     }
 }
 

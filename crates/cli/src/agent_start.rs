@@ -3,11 +3,18 @@
 //! Settings: flags > `TAURUS_AGENT_*` / `TAURUS_MASTERS` > `--config` file > defaults (what the
 //! machine has). `--masters` is the global flag; when it is left at its default and the file
 //! names masters, the file wins.
+//!
+//! Each task runs under a supervisor, this same binary started as `taurus agent supervise --
+//! COMMAND...` (see `taurus_agent::supervisor`), which kills the task when the agent dies or
+//! its lease runs out.
 
+use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use taurus_agent::AgentConfig;
+use taurus_agent::AgentError;
 use taurus_agent::Overrides;
 
 use crate::Context;
@@ -54,10 +61,25 @@ pub fn resolve_config(args: &AgentStartArgs, ctx: &Context) -> anyhow::Result<Ag
     Ok(config)
 }
 
+/// The program tasks run under: this binary. `/proc/self/exe` names the very file this process
+/// runs, even after an upgrade replaced or deleted the one at its path, so the supervisor always
+/// speaks the agent's protocol version; without `/proc`, the path the binary was started from.
+pub fn supervisor_program() -> anyhow::Result<PathBuf> {
+    let proc_exe = Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe.to_path_buf());
+    }
+    std::env::current_exe().context("cannot find this program's binary to run tasks under")
+}
+
 pub async fn run(args: AgentStartArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let config = resolve_config(&args, ctx)?;
     // Check everything before logging starts, so a bad flag is one clear line.
-    let resolved = config.resolve().context("agent configuration")?;
+    let mut resolved = config.resolve().map_err(|e| match e {
+        AgentError::Config(why) => anyhow::anyhow!("agent configuration: {why}"),
+        other => anyhow::Error::new(other).context("agent configuration"),
+    })?;
+    resolved.supervisor = Some(supervisor_program()?);
     crate::master::init_logging(args.log_format)?;
     tracing::info!(
         id = %resolved.id,
@@ -68,7 +90,59 @@ pub async fn run(args: AgentStartArgs, ctx: &Context) -> anyhow::Result<ExitCode
         max_tasks = resolved.max_tasks,
         "starting agent"
     );
-    taurus_agent::run(config, crate::master::shutdown_signal()).await?;
+    taurus_agent::run_resolved(resolved, crate::master::shutdown_signal()).await?;
     tracing::info!("agent stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::AgentCmd;
+    use crate::args::Cli;
+    use crate::args::Command;
+
+    fn start_args(flags: &[&str]) -> (AgentStartArgs, Context) {
+        let mut argv = vec![
+            "taurus",
+            "--masters",
+            "127.0.0.1:1",
+            "agent",
+            "start",
+            "--id",
+            "a1",
+        ];
+        argv.extend_from_slice(flags);
+        let cli = Cli::try_parse_from(argv).expect("parses");
+        let Command::Agent(AgentCmd::Start(args)) = cli.command else {
+            panic!("not agent start")
+        };
+        let ctx = Context {
+            masters: cli.masters,
+            timeout: cli.timeout,
+            json: false,
+        };
+        (args, ctx)
+    }
+
+    #[test]
+    fn a_short_lease_works_with_flags_alone() {
+        let (args, ctx) = start_args(&["--heartbeat-interval", "300ms", "--lease-timeout", "1500ms"]);
+        let resolved = resolve_config(&args, &ctx)
+            .expect("config")
+            .resolve()
+            .expect("no rpc_timeout needed for a 1.5 s lease");
+        assert_eq!(resolved.lease_timeout, Duration::from_millis(1500));
+        assert!(resolved.rpc_timeout < resolved.lease_timeout, "{resolved:?}");
+    }
+
+    #[test]
+    fn tasks_run_under_this_binary() {
+        let program = supervisor_program().expect("found");
+        assert!(program.exists(), "{}", program.display());
+    }
 }

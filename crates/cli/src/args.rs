@@ -1,6 +1,7 @@
 //! Command-line syntax (clap derive): `taurus NOUN VERB [OPTIONS]`.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -259,6 +260,14 @@ pub enum AgentCmd {
     },
     /// Let a drained agent take new work again.
     Undrain { id: String },
+    /// Internal: how `agent start` runs each task (`taurus agent supervise -- COMMAND...`, its
+    /// stdin the agent's control socket). Kills the task when the agent dies or its lease ends.
+    #[command(hide = true)]
+    Supervise {
+        /// The task's command.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -555,6 +564,21 @@ mod tests {
         assert_eq!(a.heartbeat_interval, Some(Duration::from_millis(500)));
         assert_eq!(a.lease_timeout, Some(Duration::from_secs(5)));
         assert_eq!(a.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn agent_supervise_is_hidden_and_takes_the_command_after_dashes() {
+        use clap::CommandFactory;
+        let cli = Cli::try_parse_from(["taurus", "agent", "supervise", "--", "sh", "-c", "exit 3"]).unwrap();
+        let Command::Agent(AgentCmd::Supervise { command }) = cli.command else {
+            panic!("not agent supervise")
+        };
+        assert_eq!(command, ["sh", "-c", "exit 3"]);
+        assert!(Cli::try_parse_from(["taurus", "agent", "supervise"]).is_err());
+        let mut cmd = Cli::command();
+        let agent = cmd.find_subcommand_mut("agent").expect("agent");
+        let help = agent.render_help().to_string();
+        assert!(help.contains("start") && !help.contains("supervise"), "{help}");
     }
 
     #[test]

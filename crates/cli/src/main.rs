@@ -16,6 +16,7 @@ mod master;
 mod output;
 mod task;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -51,6 +52,11 @@ impl Context {
 
 fn main() -> ExitCode {
     install_panic_hook();
+    // The task supervisor, before clap and Tokio: it runs with the task's environment (whose
+    // TAURUS_* variables are the task's, not settings of ours) and needs no runtime.
+    if let Some(command) = supervise_command(std::env::args_os()) {
+        return taurus_agent::supervisor::main(command);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -79,6 +85,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(cmd) => bench::run(cmd, &ctx).await,
         Command::Dev(args) => dev::run(args, &ctx).await,
     }
+}
+
+/// The task's command when invoked as `taurus agent supervise -- COMMAND...`.
+fn supervise_command(mut args: impl Iterator<Item = OsString>) -> Option<Vec<OsString>> {
+    let _program = args.next()?;
+    let words = taurus_agent::supervisor::SUPERVISE_ARGS
+        .iter()
+        .copied()
+        .chain(["--"]);
+    for word in words {
+        if args.next()? != word {
+            return None;
+        }
+    }
+    Some(args.collect())
 }
 
 /// Prints `error: ...` on one line and returns the error exit status.
@@ -190,6 +211,27 @@ fn install_panic_hook() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_exact_supervise_prefix_runs_the_supervisor() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>().into_iter();
+        assert_eq!(
+            supervise_command(args(&["taurus", "agent", "supervise", "--", "sh", "-c", "x"])),
+            Some(vec!["sh".into(), "-c".into(), "x".into()])
+        );
+        assert_eq!(
+            supervise_command(args(&["taurus", "agent", "supervise", "--"])),
+            Some(vec![])
+        );
+        for other in [
+            &["taurus", "agent", "supervise", "sh"][..],
+            &["taurus", "agent", "start", "--", "x"],
+            &["taurus", "--json", "agent", "supervise", "--", "x"],
+            &["taurus"],
+        ] {
+            assert_eq!(supervise_command(args(other)), None, "{other:?}");
+        }
+    }
 
     #[test]
     fn clap_errors_become_one_line() {

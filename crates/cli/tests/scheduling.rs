@@ -283,6 +283,11 @@ struct ObsLine {
 
 fn read_obs(path: &Path) -> Vec<ObsLine> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
+    parse_obs(&text, path)
+}
+
+/// The lines of observation file `path`, whose text is `text`.
+fn parse_obs(text: &str, path: &Path) -> Vec<ObsLine> {
     text.lines()
         .map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
@@ -555,8 +560,8 @@ async fn a_killed_agents_task_reruns_elsewhere_and_its_late_report_is_stale() {
     let started = Instant::now();
     let mut c = Cluster::start(2).await;
     let client = c.client();
-    // Attempt 1 sleeps (as the shell's own process, so the agent's death signal reaches it);
-    // attempt 2 finishes after 2 s. The pid file is written after the start line, so a test
+    // Attempt 1 sleeps (as the shell's own process; see the tests below for background
+    // processes); attempt 2 finishes after 2 s. The pid file is written after the start line, so a test
     // that has read it knows the start line is there.
     let script = format!(
         r#"{start}
@@ -785,6 +790,244 @@ while [ $i -lt $n ]; do sleep 0.1; {tick}; i=$((i+1)); done
     .await;
     assert_eq!(info.tasks, 0, "{info:?}");
     eprintln!("partition test took {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3b and 3c. A task's background processes, when its agent is SIGKILLed or paused
+// ---------------------------------------------------------------------------------------------
+
+/// The script of the two tests below, for task `name`: attempt 1 starts a background subshell
+/// that writes a tick line every 50 ms (with the shell's pid, `$$`, so its lines belong to
+/// attempt 1's execution), writes the pids of the shell and of the subshell to
+/// `DIR/NAME.pid-1` and `DIR/NAME.writer-1` (the latter first), and waits; attempt 2 runs
+/// 0.5 s.
+fn background_writer_script(name: &str) -> String {
+    format!(
+        r#"{start}
+if [ "$TAURUS_ATTEMPT" = 1 ]; then
+  ( while true; do {tick}; sleep 0.05; done ) &
+  echo $! > "$DIR/{name}.writer-1"
+  echo $$ > "$DIR/{name}.pid-1"
+  wait
+fi
+sleep 0.5
+{end}"#,
+        start = obs("start"),
+        tick = obs("tick"),
+        end = obs("end"),
+    )
+}
+
+/// Attempt 1's lines in the observation file, once it has written a few ticks; with the pids
+/// of its shell and of its background writer.
+async fn background_writer_running(c: &Cluster, name: &str) -> (u32, u32) {
+    let writer = read_pid(&c.file(&format!("{name}.writer-1"))).await;
+    let shell = read_pid(&c.file(&format!("{name}.pid-1"))).await;
+    let obs_file = c.file("tasks.obs");
+    eventually("a few ticks of attempt 1", WAIT, async || {
+        let ticks = read_complete_obs(&obs_file)
+            .iter()
+            .filter(|l| l.task == name && l.attempt == 1 && l.kind == "tick")
+            .count();
+        if ticks >= 3 {
+            Ok(())
+        } else {
+            Err(format!("{ticks} ticks"))
+        }
+    })
+    .await;
+    assert!(pid_alive(shell) && pid_alive(writer), "attempt 1 runs");
+    (shell, writer)
+}
+
+/// The complete lines of an observation file that tasks may be appending to.
+fn read_complete_obs(path: &Path) -> Vec<ObsLine> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    parse_obs(&text[..text.rfind('\n').map_or(0, |i| i + 1)], path)
+}
+
+/// How many lines attempt 1 of `task` has written.
+fn attempt_1_lines(path: &Path, task: &str) -> usize {
+    read_complete_obs(path)
+        .iter()
+        .filter(|l| l.task == task && l.attempt == 1)
+        .count()
+}
+
+/// The first two attempts of `task`, once the second has started; asserts the first was
+/// `lost` on `agent` and the second runs on another agent.
+async fn wait_rerun(client: &Client, task: &str, agent: &str) -> v1::Task {
+    let t = eventually("attempt 2 started", WAIT, async || {
+        let t = get(client, task).await?;
+        match t.attempts.get(1) {
+            Some(a) if a.started_at_ms.is_some() => Ok(t.clone()),
+            _ => Err(format!("{t:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        (t.attempts[0].agent_id.as_str(), t.attempts[0].end.as_str()),
+        (agent, "lost"),
+        "{t:?}"
+    );
+    assert_ne!(t.attempts[1].agent_id, agent, "{t:?}");
+    t
+}
+
+/// SIGKILL of the agent running a task whose shell left a background process: that process
+/// dies with the agent, within a second (not when the agent restarts, which it never does
+/// here), so it never overlaps the attempt the other agent runs after `agent_ttl`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agents_background_processes_die_with_it() {
+    let started = Instant::now();
+    let mut c = Cluster::start(2).await;
+    let client = c.client();
+    let mut task = sh_task(&c, "bg", &background_writer_script("bg"));
+    task.max_attempts = 2;
+    task.backoff_ms = Some(0);
+    client.submit(vec![task]).await.expect("submit");
+    let (shell, writer) = background_writer_running(&c, "bg").await;
+    let victim = get(&client, "bg").await.expect("read").attempts[0]
+        .agent_id
+        .clone();
+
+    let killed_at = now_ns();
+    c.agents.kill(&victim);
+    let writer_gone = eventually(
+        &format!("the background writer (pid {writer}) gone within 1 s of its agent's SIGKILL"),
+        Duration::from_secs(1),
+        async || {
+            if pid_alive(writer) {
+                Err("still running".into())
+            } else {
+                Ok(now_ns())
+            }
+        },
+    )
+    .await;
+    let shell_gone = wait_gone(shell, "attempt 1's shell").await;
+    let obs_file = c.file("tasks.obs");
+    let lines = attempt_1_lines(&obs_file, "bg");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        attempt_1_lines(&obs_file, "bg"),
+        lines,
+        "attempt 1 still writes after its processes were seen gone"
+    );
+
+    let rerun = wait_rerun(&client, "bg", &victim).await;
+    let done = wait_terminal(&client, "bg").await;
+    assert_eq!(state(&done), v1::TaskState::Succeeded, "{done:?}");
+    let execs = executions(&read_obs(&obs_file));
+    assert_eq!(execs.len(), 2, "{execs:?}");
+    let (e1, e2) = (&execs[0], &execs[1]);
+    assert_eq!((e1.attempt, e1.pid, e1.ended), (1, shell, false), "{execs:?}");
+    assert_eq!((e2.attempt, e2.ended), (2, true), "{execs:?}");
+    assert!(
+        writer_gone.max(shell_gone) < e2.start,
+        "attempt 1 still existed when attempt 2 started: {execs:?}"
+    );
+    assert_no_overlap(&execs);
+    eprintln!(
+        "agent {victim} SIGKILLed: background writer gone after {:?}, attempt 1's last line after {:?}, \
+         attempt 2 assigned after {:?} (agent_ttl 3.5 s); test took {:?}",
+        Duration::from_nanos(writer_gone - killed_at),
+        Duration::from_nanos(e1.last.saturating_sub(killed_at)),
+        Duration::from_millis(
+            rerun.attempts[1]
+                .assigned_at_ms
+                .saturating_sub(killed_at / 1_000_000)
+        ),
+        started.elapsed()
+    );
+}
+
+/// SIGSTOP of the agent running a task: the agent cannot fence itself, but its task (the shell
+/// and its background writer) is killed when its lease runs out (1.5 s after the last
+/// acknowledged heartbeat was sent), before the leader declares the agent down (3.5 s after it
+/// received that heartbeat) and reruns the task on the other agent, so the runs never overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_agents_task_is_killed_when_its_lease_runs_out() {
+    let started = Instant::now();
+    let mut c = Cluster::start(2).await;
+    let client = c.client();
+    let mut task = sh_task(&c, "paused", &background_writer_script("paused"));
+    task.max_attempts = 2;
+    task.backoff_ms = Some(0);
+    client.submit(vec![task]).await.expect("submit");
+    let (shell, writer) = background_writer_running(&c, "paused").await;
+    let victim = get(&client, "paused").await.expect("read").attempts[0]
+        .agent_id
+        .clone();
+
+    let stopped_at = now_ns();
+    c.agents.signal(&victim, libc::SIGSTOP);
+    // The lease ends at most 1.5 s after the pause (counted from the send time of a heartbeat
+    // acknowledged before it); give the kill 1 s more, still well before agent_ttl (3.5 s).
+    let limit = Duration::from_millis(2500);
+    let gone_at = eventually(
+        "the paused agent's task gone by the end of its lease",
+        limit,
+        async || {
+            if pid_alive(writer) || pid_alive(shell) {
+                Err(format!(
+                    "writer alive: {}, shell alive: {}",
+                    pid_alive(writer),
+                    pid_alive(shell)
+                ))
+            } else {
+                Ok(now_ns())
+            }
+        },
+    )
+    .await;
+    let obs_file = c.file("tasks.obs");
+    let lines = attempt_1_lines(&obs_file, "paused");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        attempt_1_lines(&obs_file, "paused"),
+        lines,
+        "attempt 1 still writes after its processes were seen gone"
+    );
+
+    let rerun = wait_rerun(&client, "paused", &victim).await;
+    let a2 = &rerun.attempts[1];
+    let gone_ms = gone_at.div_ceil(1_000_000);
+    assert!(
+        gone_ms <= a2.assigned_at_ms,
+        "the paused agent's task was seen gone at {gone_ms} ms, after the leader gave it to {} \
+         at {} ms: {rerun:?}",
+        a2.agent_id,
+        a2.assigned_at_ms
+    );
+    let done = wait_terminal(&client, "paused").await;
+    assert_eq!(state(&done), v1::TaskState::Succeeded, "{done:?}");
+    let execs = executions(&read_obs(&obs_file));
+    assert_eq!(execs.len(), 2, "{execs:?}");
+    let (e1, e2) = (&execs[0], &execs[1]);
+    assert_eq!((e1.attempt, e1.pid, e1.ended), (1, shell, false), "{execs:?}");
+    assert_eq!((e2.attempt, e2.ended), (2, true), "{execs:?}");
+    assert!(
+        gone_at < e2.start,
+        "attempt 1 still existed when attempt 2 started: {execs:?}"
+    );
+    assert_no_overlap(&execs);
+
+    // The paused agent wakes up (it must fence itself and never report attempt 1), then goes.
+    c.agents.signal(&victim, libc::SIGCONT);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.agents.kill(&victim);
+    let after = get(&client, "paused").await.expect("read");
+    assert_eq!(after.attempts.len(), 2, "{after:?}");
+    assert_eq!(after.attempts[0].end, "lost", "{after:?}");
+    eprintln!(
+        "agent {victim} paused: its task gone after {:?}, attempt 1's last line after {:?}, attempt 2 \
+         assigned after {:?} (lease 1.5 s, agent_ttl 3.5 s); test took {:?}",
+        Duration::from_nanos(gone_at - stopped_at),
+        Duration::from_nanos(e1.last.saturating_sub(stopped_at)),
+        Duration::from_millis(a2.assigned_at_ms.saturating_sub(stopped_at / 1_000_000)),
+        started.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -95,11 +95,9 @@ pub const FAST_SCHEDULER_TOML: &str = concat!(
     "interval = \"50ms\"\n",
 );
 
-/// The agent flags that go with [`FAST_SCHEDULER_TOML`].
-///
-/// A lease this short also needs a shorter `rpc_timeout` (it must be below the lease; the
-/// default is 2 s), which has no flag: [`Agents`] also gives each agent [`FAST_AGENT_TOML`]
-/// with `--config`.
+/// The agent flags that go with [`FAST_SCHEDULER_TOML`]. They are enough by themselves (the
+/// default `rpc_timeout` is a third of a lease this short); [`Agents`] also gives each agent
+/// [`FAST_AGENT_TOML`] with `--config`, for settings that have no flag.
 pub const FAST_AGENT_FLAGS: [&str; 6] = [
     "--heartbeat-interval",
     "300ms",
@@ -109,7 +107,9 @@ pub const FAST_AGENT_FLAGS: [&str; 6] = [
     "8",
 ];
 
-/// The agent configuration file that goes with [`FAST_AGENT_FLAGS`].
+/// The agent configuration file that goes with [`FAST_AGENT_FLAGS`]: the masters' agent_ttl
+/// (for the agent's check of its lease against it), and a longer `rpc_timeout` than the default
+/// 500 ms, for slow debug builds under load.
 pub const FAST_AGENT_TOML: &str = concat!(
     "heartbeat_interval = \"300ms\"\n",
     "lease_timeout = \"1500ms\"\n",
@@ -374,6 +374,22 @@ impl Agents {
             .find(|p| p.id == id)
             .and_then(|p| p.child.as_ref())
             .map(|c| c.id())
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGSTOP`) to agent `id`, which must be running.
+    pub fn signal(&self, id: &str, signal: i32) {
+        let pid = self
+            .pid(id)
+            .unwrap_or_else(|| panic!("agent {id} is not running"));
+        let pid = i32::try_from(pid).expect("a pid fits in pid_t");
+        // SAFETY: kill(2) of our own child, which has not been reaped (it is in `procs`).
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}): {}",
+            std::io::Error::last_os_error()
+        );
     }
 
     /// SIGKILL agent `id` and reap it.

@@ -55,9 +55,49 @@ pub fn disk_free_mb(path: &Path) -> Option<u64> {
     u64::try_from(bytes / (1024 * 1024)).ok()
 }
 
+/// What the machine measures right now: the 1-minute load average (`/proc/loadavg`, runnable
+/// and uninterruptible threads) and memory in use in MiB (`MemTotal - MemAvailable`). `None`
+/// for what cannot be read.
+pub fn measured_use() -> (Option<f64>, Option<u64>) {
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| parse_loadavg_1m(&t));
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| parse_mem_used_kib(&t))
+        .map(|kib| kib / 1024);
+    (load, mem)
+}
+
+fn parse_loadavg_1m(text: &str) -> Option<f64> {
+    text.split_whitespace()
+        .next()?
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+}
+
+fn parse_mem_used_kib(meminfo: &str) -> Option<u64> {
+    let field = |name: &str| -> Option<u64> {
+        let line = meminfo.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some(field("MemTotal:")?.saturating_sub(field("MemAvailable:")?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_average_and_memory_in_use_parse() {
+        assert_eq!(parse_loadavg_1m("2.50 1.00 0.50 3/400 1234\n"), Some(2.5));
+        assert_eq!(parse_loadavg_1m("garbage"), None);
+        assert_eq!(parse_loadavg_1m(""), None);
+        let meminfo = "MemTotal:       16000000 kB\nMemFree: 1 kB\nMemAvailable:    4000000 kB\n";
+        assert_eq!(parse_mem_used_kib(meminfo), Some(12_000_000));
+        assert_eq!(parse_mem_used_kib("MemTotal: 5 kB\n"), None);
+    }
 
     #[test]
     fn the_machine_reports_something_plausible() {

@@ -693,7 +693,20 @@ impl Runtime {
                 f64::from(s.max_tasks),
             ],
         );
-        let load = self.load.sample(Instant::now(), now_util);
+        // What the machine measures counts too: tasks that use more than they declared, or
+        // other work on the machine, push the load over 1.0, and the delay-guided policy then
+        // moves this agent's not-yet-started work elsewhere.
+        let (load_avg, mem_used_mb) = crate::machine::measured_use();
+        let measured = utilisation(
+            [
+                load_avg.unwrap_or(0.0) * 1000.0,
+                mem_used_mb.unwrap_or(0) as f64,
+                0.0,
+                0.0,
+            ],
+            [f64::from(s.cpu_millis), s.memory_mb as f64, 0.0, 0.0],
+        );
+        let load = self.load.sample(Instant::now(), now_util.max(measured));
         let request = v1::HeartbeatRequest {
             agent_id: s.id.clone(),
             epoch,

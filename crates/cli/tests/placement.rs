@@ -4,30 +4,14 @@
 mod common;
 
 use std::time::Duration;
-use std::time::Instant;
 
 use common::Agents;
 use common::Masters;
+use common::eventually;
 use taurus_client::Client;
 use taurus_client::v1;
 
 const WAIT: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(20);
-
-/// Polls `probe` until it returns `Ok`, failing the test after `limit` with the last reason.
-async fn eventually<T>(what: &str, limit: Duration, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) => assert!(
-                Instant::now() < deadline,
-                "{what}: not within {limit:?}; last: {last}"
-            ),
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
 
 fn task(command: &[&str]) -> v1::TaskSpec {
     v1::TaskSpec {

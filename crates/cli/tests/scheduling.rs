@@ -22,6 +22,7 @@ use std::time::SystemTime;
 use common::Agents;
 use common::Masters;
 use common::TcpProxy;
+use common::eventually;
 use common::pid_alive;
 use taurus_client::Client;
 use taurus_client::v1;
@@ -31,7 +32,6 @@ use taurus_protocol::v1::agent_service_client::AgentServiceClient;
 const WAIT: Duration = Duration::from_secs(30);
 /// Bound of the wait for a killed process to be gone.
 const KILL_WAIT: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(20);
 
 // ---------------------------------------------------------------------------------------------
 // The cluster
@@ -152,22 +152,6 @@ impl Drop for Cluster {
         if let Some(dir) = self.dir.take() {
             eprintln!("test directory kept: {}", dir.keep().display());
         }
-    }
-}
-
-/// Polls `probe` every [`POLL`] until it returns `Ok`, for at most `limit`; panics with what
-/// was awaited and the last `Err` otherwise.
-async fn eventually<T>(what: &str, limit: Duration, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) => assert!(
-                Instant::now() < deadline,
-                "{what}: not within {limit:?}; last: {last}"
-            ),
-        }
-        tokio::time::sleep(POLL).await;
     }
 }
 

@@ -119,6 +119,26 @@ pub const FAST_AGENT_TOML: &str = concat!(
     "max_tasks = 8\n",
 );
 
+/// Polls `probe` every 20 ms until it returns `Ok`, failing the test after `limit` with what
+/// was awaited and the last reason it was not there yet.
+pub async fn eventually<T>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "{what}: not within {limit:?}; last: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The last `n` lines of a file (empty when it cannot be read).
 pub fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

@@ -11,6 +11,7 @@ use clap::Parser;
 use clap::Subcommand;
 use clap::ValueEnum;
 use taurus_core::TaskState;
+use taurus_core::schedule::PolicyKind;
 
 /// Taurus: a Raft-replicated distributed task scheduler.
 #[derive(Debug, Parser)]
@@ -83,9 +84,21 @@ pub struct MasterStartArgs {
     /// Every initial master, this one included: 1=127.0.0.1:7101,2=127.0.0.1:7102,...
     #[arg(long, env = "TAURUS_PEERS", value_parser = parse_peer_list)]
     pub peers: Option<BTreeMap<u64, String>>,
+    /// Placement policy: greedy, delay-guided, binpack or spread (default: the file's, or greedy).
+    #[arg(long, env = "TAURUS_POLICY", value_parser = parse_policy)]
+    pub policy: Option<PolicyKind>,
     /// Log format (the level comes from RUST_LOG, default info,openraft=warn).
     #[arg(long, env = "TAURUS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+}
+
+fn parse_policy(s: &str) -> Result<PolicyKind, String> {
+    PolicyKind::parse(s).ok_or_else(|| {
+        format!(
+            "unknown policy {s:?}; one of: {}",
+            PolicyKind::ALL.map(PolicyKind::as_str).join(", ")
+        )
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

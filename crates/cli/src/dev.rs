@@ -21,6 +21,8 @@ use crate::task::print_task_table;
 
 const MASTERS: u16 = 3;
 const AGENTS: u16 = 2;
+/// Tasks each dev agent runs at once: enough for `bench e2e` to measure the masters, not the slots.
+const DEV_AGENT_SLOTS: &str = "256";
 /// How long the demo waits for its agents to register and its tasks to finish.
 const DEMO_WAIT: Duration = Duration::from_secs(60);
 /// How long to wait for a leader, and the pause between polls of the cluster status.
@@ -188,6 +190,7 @@ impl DevCluster {
             let mut command = child_command(&exe, out, err);
             command
                 .args(["--masters", &masters.join(","), "agent", "start", "--id", &name])
+                .args(["--max-tasks", DEV_AGENT_SLOTS])
                 .arg("--work-dir")
                 .arg(dir.join(&name));
             let child = command

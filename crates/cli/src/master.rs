@@ -26,13 +26,16 @@ pub fn resolve_config(args: MasterStartArgs) -> anyhow::Result<MasterConfig> {
         Some(path) => MasterConfig::from_file(path)?,
         None => MasterConfig::default(),
     };
-    let config = base.overlay(Overrides {
+    let mut config = base.overlay(Overrides {
         id: args.id,
         listen: args.listen,
         advertise: args.advertise,
         data_dir: args.data_dir,
         peers: args.peers,
     });
+    if let Some(policy) = args.policy {
+        config.scheduler.policy = policy;
+    }
     config.validate()?;
     Ok(config)
 }
@@ -62,6 +65,7 @@ async fn start(args: MasterStartArgs) -> anyhow::Result<ExitCode> {
         advertise = %config.advertised(),
         data_dir = %config.data_dir.display(),
         peers = ?config.peers,
+        policy = %config.scheduler.policy,
         "starting master"
     );
     taurus_master::run(config, shutdown_signal()).await?;

@@ -208,3 +208,12 @@ fn bench_e2e_rejects_zero_tasks_and_parses_its_flags() {
     ]);
     assert_parsed_and_reached_for_the_cluster(&r, "cluster status");
 }
+
+#[test]
+fn an_unknown_policy_is_rejected_naming_the_choices() {
+    let r = run(&["master", "start", "--policy", "fastest"]);
+    assert_one_error_line(
+        &r,
+        "unknown policy \"fastest\"; one of: greedy, delay-guided, binpack, spread",
+    );
+}

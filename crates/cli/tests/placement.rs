@@ -174,6 +174,29 @@ async fn pools_constraints_and_drain_decide_where_tasks_run() {
         assert!(t.attempts.is_empty());
     }
 
+    // Output comes back through `task logs`, with and without --follow.
+    let echo = submit(
+        &client,
+        v1::TaskSpec {
+            constraints: [("zone".to_string(), "a".to_string())].into(),
+            ..task(&["sh", "-c", "echo out-line; echo err-line >&2"])
+        },
+    )
+    .await;
+    ran_on(&client, &echo).await;
+    let r = common::run(&["--masters", &flag, "task", "logs", &echo]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(
+        r.stdout.contains("out-line") && r.stdout.contains("err-line"),
+        "{r:?}"
+    );
+    let r = common::run(&["--masters", &flag, "task", "logs", &echo, "--stderr-only"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(r.stdout.trim(), "err-line", "{r:?}");
+    let r = common::run(&["--masters", &flag, "task", "logs", &echo, "--follow"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stdout.contains("out-line"), "{r:?}");
+
     // Bad input to the agent commands: one clear line and a non-zero exit.
     let r = common::run(&["--masters", &flag, "agent", "drain", "no such agent"]);
     common::assert_one_error_line(&r, "id");

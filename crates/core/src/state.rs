@@ -114,6 +114,12 @@ pub struct State {
     /// Tasks assigned to or running on each agent, with their fencing tokens. Agents holding
     /// nothing have no entry.
     by_agent: OrdMap<AgentId, OrdMap<TaskId, LogIndex>>,
+    /// Per agent, the log index of the last entry that changed its `by_agent` set (absent:
+    /// not changed since this state was built). Derived and not in snapshots: it only lets an
+    /// assignment stream skip re-reading a set that did not change.
+    held_changed: imbl::HashMap<AgentId, LogIndex>,
+    /// The index of the entry being applied (for `held_changed`).
+    applying: LogIndex,
     next_seq: u64,
 }
 
@@ -150,6 +156,7 @@ impl State {
 
     /// Applies one command committed at log `index`. Deterministic; never panics on input.
     pub fn apply(&mut self, index: LogIndex, cmd: Command) -> Response {
+        self.applying = index;
         match cmd {
             // Each request of a coalesced batch succeeds or fails on its own.
             Command::SubmitTasks { requests, now_ms } => Response::Submit(
@@ -282,6 +289,23 @@ impl State {
     /// Number of agents in `state`.
     pub fn agent_count(&self, state: AgentState) -> usize {
         self.agents.values().filter(|a| a.state == state).count()
+    }
+
+    /// Marks every agent's assigned set as changed at `index`: called when this state replaces
+    /// another wholesale (an installed snapshot whose last entry is `index`), so readers that
+    /// compare [`State::agent_tasks_changed_at`] read every set again.
+    pub fn mark_agents_changed(&mut self, index: LogIndex) {
+        let ids: Vec<AgentId> = self.agents.keys().cloned().collect();
+        for id in ids {
+            self.held_changed.insert(id, index);
+        }
+    }
+
+    /// The log index of the last entry that changed what agent `id` should run, or `None` when
+    /// it has not changed since this state was built (started, or restored from a snapshot).
+    /// Any change to [`State::agent_tasks`] of `id` changes this value.
+    pub fn agent_tasks_changed_at(&self, id: &str) -> Option<LogIndex> {
+        self.held_changed.get(id).copied()
     }
 
     /// What agent `id` should be running now: its assigned and running tasks, in id order, each
@@ -768,6 +792,7 @@ impl State {
         }
         // `lose` took each task off the books already; this only makes sure nothing is left.
         self.by_agent.remove(agent_id);
+        self.held_changed.insert(agent_id.to_string(), index);
         if let Some(agent) = self.agents.get_mut(agent_id) {
             agent.used = Resources::default();
             agent.tasks = 0;
@@ -989,6 +1014,7 @@ impl State {
             .entry(p.agent_id.clone())
             .or_default()
             .insert(p.task_id, index);
+        self.held_changed.insert(p.agent_id.clone(), index);
         if let Some(agent) = self.agents.get_mut(&p.agent_id) {
             agent.used = plus(agent.used, &need);
             agent.tasks = agent.tasks.saturating_add(1);
@@ -1144,6 +1170,7 @@ impl State {
         if held.is_empty() {
             self.by_agent.remove(agent_id);
         }
+        self.held_changed.insert(agent_id.to_string(), self.applying);
         if let Some(agent) = self.agents.get_mut(agent_id) {
             agent.used = minus(agent.used, need);
             agent.tasks = agent.tasks.saturating_sub(1);

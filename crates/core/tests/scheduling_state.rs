@@ -275,6 +275,21 @@ fn assert_stale(out: ReportOutcome) -> String {
     }
 }
 
+/// An agent's assigned set (task, token) and its change marker.
+type Held = (Vec<(String, u64)>, Option<u64>);
+
+/// Every agent's assigned set with its change marker.
+fn held_sets(st: &State) -> BTreeMap<String, Held> {
+    st.agents()
+        .map(|a| {
+            let id = a.info.id.clone();
+            let set = st.agent_tasks(&id).map(|(t, tok)| (t.clone(), tok)).collect();
+            let marker = st.agent_tasks_changed_at(&id);
+            (id, (set, marker))
+        })
+        .collect()
+}
+
 fn ids_of<'a>(tasks: impl Iterator<Item = &'a Task>) -> Vec<String> {
     tasks.map(|t| t.spec.id.clone()).collect()
 }
@@ -2085,7 +2100,24 @@ fn random_scheduling_keeps_invariants_and_snapshots_continue_identically() {
                 copies.push((step, copy));
             }
             let (index, cmd) = work.next(&live);
+            let held_before = held_sets(&live);
             let expected = live.apply(index, cmd.clone());
+            // Whatever changed an agent's assigned set moved its change marker to this entry,
+            // so an assignment stream that skips unchanged agents never misses a change.
+            for (agent, (set, _)) in held_sets(&live) {
+                // A new agent starts with nothing assigned.
+                let before = held_before
+                    .get(&agent)
+                    .map(|(s, _)| s.as_slice())
+                    .unwrap_or_default();
+                if before != set.as_slice() {
+                    assert_eq!(
+                        live.agent_tasks_changed_at(&agent),
+                        Some(index),
+                        "seed {seed}: {agent}'s tasks changed at {index} without the marker"
+                    );
+                }
+            }
             observe(&mut counts, &expected);
             for (from, copy) in copies.iter_mut() {
                 let got = copy.apply(index, cmd.clone());
@@ -2125,4 +2157,28 @@ fn random_scheduling_keeps_invariants_and_snapshots_continue_identically() {
             assert!(live.count(s) > 0, "seed {seed}: no task {s}");
         }
     }
+}
+
+#[test]
+fn change_markers_move_with_assignments_and_reset_on_restore() {
+    let mut sim = Sim::new();
+    sim.submit(vec![spec("t")]);
+    sim.agent("w");
+    sim.agent("idle");
+    assert_eq!(
+        sim.st.agent_tasks_changed_at("w"),
+        None,
+        "registering assigns nothing"
+    );
+    let token = sim.place("t", "w");
+    assert_eq!(sim.st.agent_tasks_changed_at("w"), Some(token));
+    assert_eq!(sim.st.agent_tasks_changed_at("idle"), None);
+    // A restored state knows no history: every marker is absent until something changes, and
+    // an installed snapshot marks every agent changed at its last index.
+    let mut restored = round_trip(&sim.st);
+    assert_eq!(restored.agent_tasks_changed_at("w"), None);
+    restored.mark_agents_changed(token + 10);
+    assert_eq!(restored.agent_tasks_changed_at("w"), Some(token + 10));
+    assert_eq!(restored.agent_tasks_changed_at("idle"), Some(token + 10));
+    assert_same(&restored, &sim.st);
 }

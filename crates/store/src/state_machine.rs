@@ -394,7 +394,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let meta_owned = meta.clone();
         let (state, snapshot) =
             tokio::task::spawn_blocking(move || -> Result<(State, Vec<u8>), io::Error> {
-                let state = decode_image(&snapshot)?;
+                let mut state = decode_image(&snapshot)?;
+                // Assignment streams skip agents whose set did not change; after a wholesale
+                // replacement every set may have.
+                state.mark_agents_changed(index_of(meta_owned.last_log_id.as_ref()));
                 this.persist_snapshot(&meta_owned, &snapshot, true)?;
                 Ok((state, snapshot))
             })

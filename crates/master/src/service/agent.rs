@@ -211,6 +211,9 @@ impl AgentService for AgentApi {
             // What this stream has told the agent to run: task -> token.
             let mut sent: HashMap<String, u64> = HashMap::new();
             let mut first = true;
+            // The change marker of the agent's set when this stream last read it: entries that
+            // did not touch this agent cost one lookup, not a walk of its whole set.
+            let mut read_at: Option<Option<u64>> = None;
             loop {
                 let applied_index = sm.applied_index();
                 let batch = sm.read(|s| {
@@ -221,6 +224,14 @@ impl AgentService for AgentApi {
                             ..Default::default()
                         };
                     }
+                    let marker = s.agent_tasks_changed_at(&msg.agent_id);
+                    if read_at == Some(marker) {
+                        return v1::AssignmentBatch {
+                            applied_index,
+                            ..Default::default()
+                        };
+                    }
+                    read_at = Some(marker);
                     let mut assign = Vec::new();
                     let mut live: HashMap<&str, u64> = HashMap::new();
                     for (id, token) in s.agent_tasks(&msg.agent_id) {

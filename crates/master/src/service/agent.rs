@@ -397,12 +397,7 @@ impl AgentService for AgentApi {
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
         validate::validate_id(&msg.id).map_err(rejection_status)?;
-        if msg.reason.len() > validate::MAX_REASON_LEN {
-            return Err(Status::invalid_argument(format!(
-                "reason: longer than {} bytes",
-                validate::MAX_REASON_LEN
-            )));
-        }
+        super::check_reason(&msg.reason)?;
         let node = &self.node;
         let msg_ref = &msg;
         let local = || {

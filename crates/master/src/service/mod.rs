@@ -51,6 +51,17 @@ pub fn read_status(e: ReadError) -> Status {
     Status::unavailable(format!("linearizable read not possible right now: {e}"))
 }
 
+/// A free-text reason (cancel, drain) within its limit, or `INVALID_ARGUMENT` naming `reason`.
+pub fn check_reason(reason: &str) -> Result<(), Status> {
+    if reason.len() > taurus_core::validate::MAX_REASON_LEN {
+        return Err(Status::invalid_argument(format!(
+            "reason: longer than {} bytes",
+            taurus_core::validate::MAX_REASON_LEN
+        )));
+    }
+    Ok(())
+}
+
 pub fn is_forwarded<T>(req: &Request<T>) -> bool {
     req.metadata().contains_key(FORWARDED_HEADER)
 }

@@ -28,7 +28,6 @@ use super::write_status;
 use crate::batcher::now_ms;
 use crate::node::Node;
 use crate::write::WriteError;
-use crate::write::classify_write_error;
 
 /// Most tasks in one `SubmitMany` call, all requests together.
 const MAX_MANY_TASKS: usize = 100_000;
@@ -300,12 +299,7 @@ impl TaskService for TaskApi {
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
         validate::validate_id(&msg.id).map_err(rejection_status)?;
-        if msg.reason.len() > validate::MAX_REASON_LEN {
-            return Err(Status::invalid_argument(format!(
-                "reason: longer than {} bytes",
-                validate::MAX_REASON_LEN
-            )));
-        }
+        super::check_reason(&msg.reason)?;
         let node = &self.node;
         let local = || {
             let cmd = Command::CancelTask {
@@ -314,8 +308,8 @@ impl TaskService for TaskApi {
                 now_ms: now_ms(),
             };
             async move {
-                match node.raft.client_write(cmd).await {
-                    Ok(resp) => Attempt::Done(match resp.data {
+                match super::write_local(node, cmd).await {
+                    Attempt::Done(Ok((data, _))) => Attempt::Done(match data {
                         CoreResponse::Cancel(Ok(c)) => Ok(Response::new(v1::CancelTaskResponse {
                             id: c.id,
                             cancelled: c.cancelled,
@@ -327,10 +321,8 @@ impl TaskService for TaskApi {
                             "unexpected state machine response {other:?}"
                         ))),
                     }),
-                    Err(e) => match classify_write_error(e) {
-                        WriteError::NotLeader { .. } => Attempt::NotLeader,
-                        other => Attempt::Done(Err(write_status(other))),
-                    },
+                    Attempt::Done(Err(s)) => Attempt::Done(Err(s)),
+                    Attempt::NotLeader => Attempt::NotLeader,
                 }
             }
         };

@@ -464,6 +464,16 @@ mod duration_str {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_shipped_example_parses_and_resolves() {
+        let c = AgentConfig::from_toml(include_str!("../../../config/agent.toml")).expect("parses");
+        assert_eq!(c.masters.len(), 3);
+        assert_eq!(c.labels.get("zone").map(String::as_str), Some("a"));
+        let r = c.resolve().expect("resolves");
+        assert_eq!(r.id, "worker-1");
+        assert_eq!(r.max_tasks, 64);
+    }
+
     fn minimal() -> AgentConfig {
         AgentConfig::from_toml("id = \"a1\"\nmasters = [\"127.0.0.1:7101\"]").expect("parses")
     }

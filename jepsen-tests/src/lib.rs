@@ -1,0 +1,33 @@
+//! Taurus Jepsen: the evidence that Taurus keeps its promises under faults.
+//!
+//! This crate is the *checking* half of the failure-injection suite (issue 4): a pure library
+//! that reads what a test run recorded and decides whether the invariants of
+//! `architecture.md` §6 held. It does no I/O beyond parsing strings, starts nothing and reads no
+//! clock (except the optional wall-clock budget of the linearizability search).
+//!
+//! * [`history`]: the operation history (JSON lines of invoke / ok / fail / info events) and
+//!   its pairing into [`history::Op`]s, with Jepsen's crashed-process convention;
+//! * [`execlog`]: the execution log that tasks append themselves, per agent;
+//! * [`checker`]: one module per invariant, all behind [`checker::Checker`], each returning a
+//!   [`checker::Verdict`] (`valid`: true / false / unknown, anomalies, stats);
+//! * [`error`]: the crate's single error type.
+//!
+//! The runner that produces these inputs (real hosts in network namespaces, nemeses, workload,
+//! report) is not built yet; see `jepsen-tests/README.md`.
+
+pub mod checker;
+pub mod error;
+pub mod execlog;
+pub mod history;
+
+#[cfg(test)]
+pub(crate) mod testkit;
+
+pub use checker::CheckInput;
+pub use checker::Checker;
+pub use checker::Valid;
+pub use checker::Verdict;
+pub use error::Error;
+pub use execlog::Execution;
+pub use history::History;
+pub use history::Op;

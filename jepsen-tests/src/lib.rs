@@ -12,13 +12,20 @@
 //!   [`checker::Verdict`] (`valid`: true / false / unknown, anomalies, stats);
 //! * [`error`]: the crate's single error type.
 //!
-//! The runner that produces these inputs (real hosts in network namespaces, nemeses, workload,
-//! report) is not built yet; see `jepsen-tests/README.md`.
+//! The runner half (a first, loopback-only cut; see `jepsen-tests/README.md`):
+//! * [`recorder`]: records a history from many tasks on one monotonic clock;
+//! * [`workload`]: concurrent clients submitting, reading and cancelling tasks;
+//! * [`proxy`]: a loopback TCP proxy that cuts and heals connections (agent partitions);
+//! * the `taurus-jepsen` binary (`src/main.rs`): starts the cluster, runs the workload and the
+//!   nemeses, checks, reports.
 
 pub mod checker;
 pub mod error;
 pub mod execlog;
 pub mod history;
+pub mod proxy;
+pub mod recorder;
+pub mod workload;
 
 #[cfg(test)]
 pub(crate) mod testkit;

@@ -99,6 +99,31 @@ struct Args {
     /// Longest wait after healing for every task to become terminal.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     quiet_limit: Duration,
+    /// Deliberately break a guarantee, to prove the checkers catch it (README, "Bug-injection
+    /// proof"). `no-fence`: agents run with `TAURUS_AGENT_UNSAFE_NO_FENCE=1` (no self-fencing
+    /// on lease expiry); the run must then fail.
+    #[arg(long, value_enum)]
+    inject_bug: Option<InjectBug>,
+    /// Every task runs this long (e.g. 8s) and logs progress lines, instead of 0.1 s or 0.5 s.
+    #[arg(long, value_parser = parse_duration)]
+    task_duration: Option<Duration>,
+    /// How long a `partition-agent` fault holds (default: random, 1.5 to 3 s, under the
+    /// masters' agent_ttl of 3.5 s; longer makes the leader reassign the agent's tasks).
+    #[arg(long, value_parser = parse_duration)]
+    partition_hold: Option<Duration>,
+    /// Clients never cancel (so stranded tasks are rerun, as the bug-injection proof needs).
+    #[arg(long)]
+    no_cancel: bool,
+    /// Attempts each agent runs at once (its `--max-tasks`).
+    #[arg(long, default_value_t = 8)]
+    agent_max_tasks: u32,
+}
+
+/// A bug `--inject-bug` can inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum InjectBug {
+    /// Agents do not self-fence when their lease expires (nor do their task supervisors).
+    NoFence,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -216,6 +241,9 @@ impl Drop for Node {
 struct Cluster {
     taurus: PathBuf,
     dir: PathBuf,
+    /// Extra environment of every agent (the injected bug).
+    agent_env: Vec<(String, String)>,
+    agent_max_tasks: u32,
     master_addrs: Vec<String>,
     masters: Vec<Node>,
     agents: Vec<Node>,
@@ -224,7 +252,14 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(taurus: PathBuf, dir: &Path, n_masters: usize, n_agents: usize) -> anyhow::Result<Cluster> {
+    fn start(
+        taurus: PathBuf,
+        dir: &Path,
+        n_masters: usize,
+        n_agents: usize,
+        agent_env: Vec<(String, String)>,
+        agent_max_tasks: u32,
+    ) -> anyhow::Result<Cluster> {
         let master_addrs = free_ports(n_masters)?
             .into_iter()
             .map(|p| format!("127.0.0.1:{p}"))
@@ -234,6 +269,8 @@ impl Cluster {
         let mut c = Cluster {
             taurus,
             dir: dir.to_path_buf(),
+            agent_env,
+            agent_max_tasks,
             master_addrs,
             masters: Vec::new(),
             agents: Vec::new(),
@@ -317,8 +354,9 @@ impl Cluster {
                 "--lease-timeout",
                 "1500ms",
                 "--max-tasks",
-                "8",
-            ]);
+            ])
+            .arg(self.agent_max_tasks.to_string());
+        cmd.envs(self.agent_env.iter().map(|(k, v)| (k, v)));
         cmd.spawn().context("starting an agent")
     }
 
@@ -381,10 +419,12 @@ fn nemesis_event(rec: &Recorder, kind: EventType, f: &str, value: serde_json::Va
 /// before the next.
 async fn nemesis(
     cluster: Shared<Cluster>,
+    admin: Client,
     rec: Arc<Recorder>,
     faults: Vec<Fault>,
     seed: u64,
     stop_at: Instant,
+    partition_hold: Option<Duration>,
 ) {
     if faults.is_empty() {
         return;
@@ -454,7 +494,12 @@ async fn nemesis(
                 nemesis_event(&rec, EventType::Info, "resume", v);
             }
             Fault::PartitionAgent => {
-                let a = rng.random_range(0..lock(&cluster).agents.len());
+                let hold = partition_hold.unwrap_or(hold);
+                // The agent holding the most tasks (a seeded random one when that cannot be
+                // read): cutting off an idle agent tests little.
+                let n = lock(&cluster).agents.len();
+                let fallback = rng.random_range(0..n);
+                let a = busiest_agent(&admin, n).await.unwrap_or(fallback);
                 let v = serde_json::json!({"node": format!("a{}", a + 1)});
                 nemesis_event(&rec, EventType::Invoke, "partition-agent", v.clone());
                 for p in &lock(&cluster).proxies[a] {
@@ -470,6 +515,23 @@ async fn nemesis(
             }
         }
     }
+}
+
+/// Index of the agent (`a1` is 0) with the most tasks assigned or running, by a stale read
+/// (any master's view will do); `None` when no master answers or no agent holds anything.
+async fn busiest_agent(admin: &Client, agents: usize) -> Option<usize> {
+    let list = admin.list_agents(true).await.ok()?;
+    list.agents
+        .iter()
+        .filter(|a| a.tasks > 0)
+        .filter_map(|a| {
+            let i: usize = a.id.strip_prefix('a')?.parse().ok()?;
+            (1..=agents)
+                .contains(&i)
+                .then_some((a.tasks, std::cmp::Reverse(i), i - 1))
+        })
+        .max()
+        .map(|(_, _, i)| i)
 }
 
 /// Waits until a leader is known and every agent is registered.
@@ -558,11 +620,20 @@ async fn run(args: Args, dir: PathBuf) -> anyhow::Result<Valid> {
         "need at least one master and one agent"
     );
     println!("results: {}", dir.display());
+    let agent_env = match args.inject_bug {
+        None => Vec::new(),
+        Some(InjectBug::NoFence) => {
+            println!("INJECTED BUG: no-fence (agents run with TAURUS_AGENT_UNSAFE_NO_FENCE=1)");
+            vec![("TAURUS_AGENT_UNSAFE_NO_FENCE".to_string(), "1".to_string())]
+        }
+    };
     let cluster = Arc::new(Mutex::new(Cluster::start(
         taurus,
         &dir,
         args.masters,
         args.agents,
+        agent_env,
+        args.agent_max_tasks,
     )?));
     let addrs = lock(&cluster).master_addrs.clone();
     let admin = Client::new(addrs.clone())?.with_deadline(Duration::from_secs(5));
@@ -572,7 +643,15 @@ async fn run(args: Args, dir: PathBuf) -> anyhow::Result<Valid> {
     let exec_log = dir.join("executions.log");
     std::fs::write(&exec_log, "")?;
     let stop_at = Instant::now() + args.time_limit;
-    let nem = tokio::spawn(nemesis(cluster.clone(), rec.clone(), faults, args.seed, stop_at));
+    let nem = tokio::spawn(nemesis(
+        cluster.clone(),
+        admin.clone(),
+        rec.clone(),
+        faults,
+        args.seed,
+        stop_at,
+        args.partition_hold,
+    ));
     let outcome = workload::run(
         workload::WorkloadConfig {
             masters: addrs,
@@ -581,6 +660,8 @@ async fn run(args: Args, dir: PathBuf) -> anyhow::Result<Valid> {
             seed: args.seed,
             exec_log: exec_log.clone(),
             deadline: Duration::from_secs(2),
+            task_duration: args.task_duration,
+            cancels: !args.no_cancel,
         },
         rec.clone(),
     )
@@ -614,12 +695,15 @@ async fn run(args: Args, dir: PathBuf) -> anyhow::Result<Valid> {
     let nemesis_ops = ops.iter().filter(|o| o.process == NEMESIS).count();
     writeln!(
         report,
-        "seed {} time-limit {:?} masters {} agents {} nemesis {}",
+        "seed {} time-limit {:?} masters {} agents {} nemesis {} inject-bug {:?} task-duration {:?} partition-hold {:?}",
         args.seed,
         args.time_limit,
         args.masters,
         args.agents,
-        args.nemesis.join(",")
+        args.nemesis.join(","),
+        args.inject_bug,
+        args.task_duration,
+        args.partition_hold,
     )?;
     writeln!(
         report,

@@ -55,6 +55,12 @@ pub struct WorkloadConfig {
     pub exec_log: PathBuf,
     /// Deadline of one client call.
     pub deadline: Duration,
+    /// When set, every task runs this long (instead of 0.1 s or 0.5 s) and logs progress
+    /// lines ([`long_task_script`]): long enough to be caught running during a fault.
+    pub task_duration: Option<Duration>,
+    /// Whether clients cancel tasks (the bug-injection proof turns this off, so the tasks the
+    /// nemesis strands are rerun rather than cancelled).
+    pub cancels: bool,
 }
 
 /// What the workload touched, for the final snapshot.
@@ -88,6 +94,35 @@ S=$(( $(date +%s%N) - TJ_ORIGIN ))
 L="\"task\":\"$TAURUS_TASK_ID\",\"attempt\":$TAURUS_ATTEMPT,\"token\":$TAURUS_FENCING_TOKEN,\"agent\":\"$A\",\"start_ns\":$S"
 echo "{{$L}}" >> "$TJ_LOG"
 sleep {sleep}
+E=$(( $(date +%s%N) - TJ_ORIGIN ))
+echo "{{$L,\"end_ns\":$E,\"success\":{success}}}" >> "$TJ_LOG"
+exit {code}"#
+    )
+}
+
+/// Interval of the progress lines of [`long_task_script`], in seconds.
+pub const PROGRESS_TICK_SECS: f64 = 0.5;
+
+/// [`task_script`] for a long task of `duration`: besides its start and end lines it appends a
+/// progress line (start line plus `end_ns` = now, no `success`) every [`PROGRESS_TICK_SECS`].
+/// [`crate::execlog::merge_executions`] keeps the latest end, so a task killed midway (no end
+/// line) gets the time it was last seen alive as its end instead of staying open forever;
+/// that end is early by less than one tick, so overlaps shorter than a tick can be missed.
+pub fn long_task_script(duration: Duration, fail: bool) -> String {
+    let (success, code) = if fail { ("false", 1) } else { ("true", 0) };
+    let ticks = (duration.as_secs_f64() / PROGRESS_TICK_SECS).ceil().max(1.0) as u64;
+    format!(
+        r#"A="${{PWD%/tasks/*}}"; A="${{A##*/}}"
+S=$(( $(date +%s%N) - TJ_ORIGIN ))
+L="\"task\":\"$TAURUS_TASK_ID\",\"attempt\":$TAURUS_ATTEMPT,\"token\":$TAURUS_FENCING_TOKEN,\"agent\":\"$A\",\"start_ns\":$S"
+echo "{{$L}}" >> "$TJ_LOG"
+i=0
+while [ $i -lt {ticks} ]; do
+  sleep {PROGRESS_TICK_SECS}
+  i=$((i + 1))
+  P=$(( $(date +%s%N) - TJ_ORIGIN ))
+  echo "{{$L,\"end_ns\":$P}}" >> "$TJ_LOG"
+done
 E=$(( $(date +%s%N) - TJ_ORIGIN ))
 echo "{{$L,\"end_ns\":$E,\"success\":{success}}}" >> "$TJ_LOG"
 exit {code}"#
@@ -148,6 +183,8 @@ pub async fn run(cfg: WorkloadConfig, recorder: Arc<Recorder>) -> WorkloadOutcom
             next_task: next_task.clone(),
             exec_log: cfg.exec_log.display().to_string(),
             origin: recorder.origin_wall_ns().to_string(),
+            task_duration: cfg.task_duration,
+            cancels: cfg.cancels,
         };
         workers.push(tokio::spawn(worker.run(stop_at)));
     }
@@ -171,6 +208,8 @@ struct Worker {
     next_task: Arc<AtomicU64>,
     exec_log: String,
     origin: String,
+    task_duration: Option<Duration>,
+    cancels: bool,
 }
 
 impl Worker {
@@ -217,7 +256,7 @@ impl Worker {
             let roll = self.rng.random_range(0..100);
             if roll < 50 {
                 self.submit().await;
-            } else if roll < 85 {
+            } else if roll < 85 || !self.cancels {
                 self.read().await;
             } else {
                 self.cancel().await;
@@ -239,7 +278,14 @@ impl Worker {
         let sleep = if self.rng.random_bool(0.5) { "0.1" } else { "0.5" };
         let mut spec = v1::TaskSpec {
             id: id.clone(),
-            command: vec!["sh".into(), "-c".into(), task_script(sleep, fail)],
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                match self.task_duration {
+                    Some(d) => long_task_script(d, fail),
+                    None => task_script(sleep, fail),
+                },
+            ],
             max_attempts: if fail { 2 } else { 3 },
             depends_on: dep.iter().cloned().collect(),
             ..Default::default()

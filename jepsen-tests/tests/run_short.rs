@@ -11,22 +11,35 @@ fn short_run_with_every_nemesis_is_valid() {
         "{} is missing: build it first with `cargo build -p taurus-cli` (or `cargo test --workspace`)",
         taurus.display()
     );
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_taurus-jepsen"))
-        .args([
-            "--time-limit",
-            "10s",
-            "--nemesis",
-            "kill,pause,partition-agent",
-            "--seed",
-            "1",
-        ])
-        .arg("--taurus")
-        .arg(&taurus)
-        .arg("--results-dir")
-        .arg(dir.path())
-        .output()
-        .expect("taurus-jepsen runs");
+    // Exit status 3 means the harness itself failed (a process did not start, no leader in
+    // time): not a verdict, so that alone is retried, a bounded number of times.
+    let mut tries = 0;
+    let (dir, out) = loop {
+        tries += 1;
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_taurus-jepsen"))
+            .args([
+                "--time-limit",
+                "10s",
+                "--nemesis",
+                "kill,pause,partition-agent",
+                "--seed",
+                "1",
+            ])
+            .arg("--taurus")
+            .arg(&taurus)
+            .arg("--results-dir")
+            .arg(dir.path())
+            .output()
+            .expect("taurus-jepsen runs");
+        if out.status.code() != Some(3) || tries == 3 {
+            break (dir, out);
+        }
+        eprintln!(
+            "harness failure on try {tries} (not a verdict); retrying:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");

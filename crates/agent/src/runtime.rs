@@ -90,6 +90,31 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     run_resolved(settings, shutdown).await
 }
 
+/// The environment variable of the deliberately unsafe escape hatch that disables self-fencing
+/// (see `unsafe_no_fence_from_env`).
+pub const UNSAFE_NO_FENCE_ENV: &str = "TAURUS_AGENT_UNSAFE_NO_FENCE";
+
+/// Reads `TAURUS_AGENT_UNSAFE_NO_FENCE` once, at agent start. **Never set it in production.**
+///
+/// It exists only to prove that the failure-injection suite (`jepsen-tests`, `--inject-bug
+/// no-fence`) catches a broken agent. When it is `1`, the agent disables self-fencing: it does
+/// not kill its attempts when its lease expires, and it tells the task supervisors no lease
+/// deadline, so they do not kill at the deadline either. A cut-off agent then keeps running
+/// tasks the leader has given to another agent: tasks may run twice at once. Everything else
+/// (epoch fencing after re-registration, the leader's stop lists, kills on cancel) is
+/// unchanged. Any other value, or no variable, leaves the agent safe; a loud warning is logged
+/// at every start while it is set.
+fn unsafe_no_fence_from_env() -> bool {
+    let on = std::env::var_os(UNSAFE_NO_FENCE_ENV).is_some_and(|v| v == "1");
+    if on {
+        tracing::warn!(
+            env = UNSAFE_NO_FENCE_ENV,
+            "UNSAFE: self-fencing disabled; tasks may run twice"
+        );
+    }
+    on
+}
+
 /// [`run`] for a configuration resolved already.
 pub async fn run_resolved(
     settings: ResolvedConfig,
@@ -142,7 +167,10 @@ pub async fn run_resolved(
             max_tasks = settings.max_tasks,
             "agent starting"
         );
-        Runtime::new(settings, masters, executor).run(shutdown).await
+        let unsafe_no_fence = unsafe_no_fence_from_env();
+        let mut runtime = Runtime::new(settings, masters, executor);
+        runtime.unsafe_no_fence = unsafe_no_fence;
+        runtime.run(shutdown).await
     }
     .instrument(span)
     .await
@@ -212,6 +240,9 @@ struct Runtime {
     next_run: u64,
     shutting_down: bool,
     drain_deadline: Option<Instant>,
+    /// [`UNSAFE_NO_FENCE_ENV`] is set: never fence on lease expiry, never tell supervisors the
+    /// lease. `false` unless that variable is `1`.
+    unsafe_no_fence: bool,
 }
 
 impl Runtime {
@@ -250,6 +281,7 @@ impl Runtime {
             next_run: 0,
             shutting_down: false,
             drain_deadline: None,
+            unsafe_no_fence: false,
         }
     }
 
@@ -262,7 +294,12 @@ impl Runtime {
             if self.shutting_down && self.slots.is_empty() {
                 break Ok(());
             }
-            let lease_end = self.epoch.and(self.lease.expires_at());
+            // With the unsafe escape hatch there is no lease timer: nothing self-fences.
+            let lease_end = if self.unsafe_no_fence {
+                None
+            } else {
+                self.epoch.and(self.lease.expires_at())
+            };
             tokio::select! {
                 biased;
                 () = &mut shutdown, if !self.shutting_down => self.begin_shutdown(),
@@ -407,7 +444,7 @@ impl Runtime {
         self.register_task = None;
         self.epoch = Some(epoch);
         self.lease.renew(sent_at, None);
-        self.exec.set_lease_deadline(self.lease.expires_at());
+        self.push_lease_deadline();
         tracing::info!(epoch, lost = lost.len(), "registered");
         if self.shutting_down {
             return;
@@ -759,7 +796,7 @@ impl Runtime {
             Ok((sent_at, response)) => {
                 let granted = Duration::from_millis(response.lease_ms);
                 self.lease.renew(sent_at, Some(granted));
-                self.exec.set_lease_deadline(self.lease.expires_at());
+                self.push_lease_deadline();
                 for stop in response.stop {
                     self.maybe_drop(
                         &stop.task_id,
@@ -775,6 +812,14 @@ impl Runtime {
                     .map(|t| t.saturating_duration_since(Instant::now()));
                 tracing::warn!(error = %e, lease_left = ?left, "heartbeat not acknowledged");
             }
+        }
+    }
+
+    /// Tells every task supervisor the lease deadline (nothing with the unsafe escape hatch, so
+    /// supervisors then enforce no lease).
+    fn push_lease_deadline(&self) {
+        if !self.unsafe_no_fence {
+            self.exec.set_lease_deadline(self.lease.expires_at());
         }
     }
 

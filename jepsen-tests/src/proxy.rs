@@ -1,7 +1,7 @@
 //! A TCP proxy on loopback that can cut and heal the connections it forwards (the
-//! `partition-agent` nemesis puts one in front of every master for every agent). Same design as
-//! the `TcpProxy` of `crates/cli/tests/common`: after a cut, live connections are closed and new
-//! ones are accepted and black-holed, as a partition looks to the client (calls time out).
+//! `partition-agent` nemesis puts one in front of every master for every agent; the CLI's
+//! scheduling tests use it too). After a cut, live connections are closed and new ones are
+//! accepted and black-holed, as a partition looks to the client (calls time out).
 
 use std::io::ErrorKind;
 use std::net::Shutdown;

@@ -21,11 +21,11 @@ use std::time::SystemTime;
 
 use common::Agents;
 use common::Masters;
-use common::TcpProxy;
 use common::eventually;
 use common::pid_alive;
 use taurus_client::Client;
 use taurus_client::v1;
+use taurus_jepsen::proxy::TcpProxy;
 use taurus_protocol::v1::agent_service_client::AgentServiceClient;
 
 /// Bound of every wait for something that should happen within seconds.
@@ -667,7 +667,12 @@ sleep 2
 async fn a_partitioned_agent_kills_its_task_before_it_runs_elsewhere() {
     let started = Instant::now();
     let mut c = Cluster::masters_only().await;
-    c.proxies = c.masters.addrs.iter().map(|a| TcpProxy::start(a)).collect();
+    c.proxies = c
+        .masters
+        .addrs
+        .iter()
+        .map(|a| TcpProxy::start(a).expect("start a proxy"))
+        .collect();
     let via_proxies = c
         .proxies
         .iter()

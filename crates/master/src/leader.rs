@@ -52,7 +52,6 @@ const LATENCY_ALPHA: f64 = 0.2;
 
 /// What the leader observes about agents during one term.
 struct Observed {
-    term: u64,
     liveness: Liveness,
     loads: HashMap<String, f64>,
     start_latency_ms: HashMap<String, f64>,
@@ -91,11 +90,6 @@ impl LeaderDuties {
             *e = (1.0 - LATENCY_ALPHA) * *e + LATENCY_ALPHA * latency_ms as f64;
         });
     }
-
-    /// The term these duties are running for, if any.
-    pub fn term(&self) -> Option<u64> {
-        self.with(|o| o.term)
-    }
 }
 
 /// Runs forever on every master: whenever this master leads, runs the duties for that term.
@@ -117,7 +111,6 @@ pub async fn run(node: Node, tuning: SchedulerTuning, policy: Arc<dyn Policy>) {
                 let mut liveness = Liveness::new(tuning.agent_ttl.as_millis() as u64);
                 liveness.on_elected(mono_ms());
                 *g = Some(Observed {
-                    term,
                     liveness,
                     loads: HashMap::new(),
                     start_latency_ms: HashMap::new(),

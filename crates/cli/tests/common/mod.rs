@@ -2,21 +2,12 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
-use std::io::ErrorKind;
-use std::net::Shutdown;
 use std::net::TcpListener;
-use std::net::TcpStream;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::Child;
 use std::process::Command;
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::PoisonError;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering;
-use std::thread::JoinHandle;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -453,114 +444,5 @@ impl Drop for Agents {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-}
-
-/// A TCP proxy on 127.0.0.1 in front of one address, to cut a process off from it: after
-/// [`TcpProxy::cut`], every connection made through it is closed and new ones are accepted and
-/// then black-holed (held open, nothing read or forwarded), as a network partition looks to
-/// the client: calls time out. [`TcpProxy::heal`] forwards new connections again.
-pub struct TcpProxy {
-    pub addr: String,
-    shared: Arc<ProxyShared>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-#[derive(Default)]
-struct ProxyShared {
-    cut: AtomicBool,
-    stop: AtomicBool,
-    /// Both ends of every forwarded connection, and every black-holed one.
-    conns: Mutex<Vec<TcpStream>>,
-}
-
-impl ProxyShared {
-    fn conns(&self) -> std::sync::MutexGuard<'_, Vec<TcpStream>> {
-        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn close_all(&self) {
-        for s in self.conns().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-impl TcpProxy {
-    pub fn start(upstream: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
-        listener.set_nonblocking(true).expect("non-blocking listener");
-        let addr = listener.local_addr().expect("proxy address").to_string();
-        let shared = Arc::new(ProxyShared::default());
-        let upstream = upstream.to_string();
-        let s = shared.clone();
-        let acceptor = std::thread::spawn(move || {
-            while !s.stop.load(Ordering::SeqCst) {
-                let client = match listener.accept() {
-                    Ok((client, _)) => client,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    }
-                    Err(_) => continue,
-                };
-                let _ = client.set_nonblocking(false);
-                if s.cut.load(Ordering::SeqCst) {
-                    s.conns().push(client);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    continue; // the client sees the connection close, as if refused
-                };
-                let _ = server.set_nodelay(true);
-                let _ = client.set_nodelay(true);
-                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
-                    continue;
-                };
-                {
-                    let mut conns = s.conns();
-                    conns.push(client.try_clone().expect("clone"));
-                    conns.push(server.try_clone().expect("clone"));
-                }
-                pump(client, s2);
-                pump(server, c2);
-            }
-        });
-        TcpProxy {
-            addr,
-            shared,
-            acceptor: Some(acceptor),
-        }
-    }
-
-    /// Closes every connection and black-holes new ones.
-    pub fn cut(&self) {
-        self.shared.cut.store(true, Ordering::SeqCst);
-        self.shared.close_all();
-    }
-
-    /// Forwards new connections again (and drops the black-holed ones).
-    pub fn heal(&self) {
-        self.shared.cut.store(false, Ordering::SeqCst);
-        self.shared.close_all();
-    }
-}
-
-/// Copies `from` to `to` on a thread of its own until either side closes.
-fn pump(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
-        let _ = to.shutdown(Shutdown::Write);
-        let _ = from.shutdown(Shutdown::Read);
-    });
-}
-
-impl Drop for TcpProxy {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.acceptor.take() {
-            let _ = t.join();
-        }
-        self.shared.close_all();
     }
 }

@@ -4,7 +4,8 @@
 //! Error
 //!  ├─ Parse     a line of a history or execution log is not what the format says
 //!  ├─ Pairing   the events of a history do not pair up into operations (see history::History::ops)
-//!  └─ Encode    an event could not be serialised (should not happen for well-formed values)
+//!  ├─ Encode    an event could not be serialised (should not happen for well-formed values)
+//!  └─ Net       a test host (network namespace, bridge, iptables rule) could not be set up
 //! ```
 //! Every variant that comes from input names its source and line number, so a broken run can be
 //! fixed by looking at one line. Anomalies found by checkers are *not* errors: they are data,
@@ -32,6 +33,9 @@ pub enum Error {
     /// Serialising an event failed.
     #[error("encoding an event: {0}")]
     Encode(#[from] serde_json::Error),
+    /// Setting up or changing the test hosts' network failed (the message names the command).
+    #[error("test network: {0}")]
+    Net(String),
 }
 
 impl Error {

@@ -14,7 +14,10 @@
 //!   (one host), unless a clock nemesis skews it: checkers that compare the two take an epsilon.
 //! * A task writes a start line when it begins and a line with `end_ns` (and `success`, whether
 //!   it is about to exit 0) when it ends. A task killed before its end line stays **open**: the
-//!   checkers treat it as running until a horizon they are given.
+//!   checkers treat it as running until a horizon they are given, unless its lines carry
+//!   `bound_ns`: the task ends by itself within that long after its start (it sleeps a fixed
+//!   time, plus slack for the shell), so if it never wrote an end it was killed before
+//!   `start_ns + bound_ns`, and [`merge_executions`] closes it there (with `success` unknown).
 //!
 //! [`merge_executions`] folds the start and end lines of one execution, identified by
 //! (task, attempt, token, agent), into one [`Execution`].
@@ -41,6 +44,9 @@ pub struct Execution {
     /// Whether the task ended successfully, as the task itself reported; `None` if unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success: Option<bool>,
+    /// The longest the task can run (see the module docs); `None` if it has no such bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_ns: Option<u64>,
 }
 
 impl Execution {
@@ -94,6 +100,13 @@ pub fn merge_executions(lines: impl IntoIterator<Item = Execution>) -> Vec<Execu
         }
     }
     let mut out: Vec<Execution> = by_key.into_values().collect();
+    for e in &mut out {
+        if e.end_ns.is_none()
+            && let Some(bound) = e.bound_ns
+        {
+            e.end_ns = Some(e.start_ns.saturating_add(bound));
+        }
+    }
     out.sort_by(|a, b| (&a.task, a.start_ns).cmp(&(&b.task, b.start_ns)));
     out
 }
@@ -115,6 +128,19 @@ mod tests {
         assert_eq!(merged.len(), 2);
         assert_eq!((merged[0].end_ns, merged[0].success), (Some(300), Some(true)));
         assert_eq!((merged[1].end_ns, merged[1].end_or(1000)), (None, 1000));
+    }
+
+    #[test]
+    fn a_bounded_execution_without_an_end_closes_at_its_bound() {
+        let text = r#"{"task":"t1","attempt":1,"token":7,"agent":"a1","start_ns":100,"bound_ns":50}
+{"task":"t2","attempt":1,"token":9,"agent":"a1","start_ns":100,"bound_ns":50}
+{"task":"t2","attempt":1,"token":9,"agent":"a1","start_ns":100,"bound_ns":50,"end_ns":400,"success":true}
+"#;
+        let merged = merge_executions(parse_execution_log(text, "a1.log").unwrap());
+        // Killed before its end line: closed at start + bound, success unknown.
+        assert_eq!((merged[0].end_ns, merged[0].success), (Some(150), None));
+        // Its own end line wins over the bound, even when later.
+        assert_eq!((merged[1].end_ns, merged[1].success), (Some(400), Some(true)));
     }
 
     #[test]

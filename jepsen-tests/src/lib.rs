@@ -23,8 +23,10 @@ pub mod checker;
 pub mod error;
 pub mod execlog;
 pub mod history;
+pub mod net;
 pub mod proxy;
 pub mod recorder;
+pub mod report;
 pub mod workload;
 
 #[cfg(test)]

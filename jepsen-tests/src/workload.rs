@@ -81,17 +81,24 @@ struct Shared {
     counts: BTreeMap<&'static str, u64>,
 }
 
+/// Slack added to a task's own duration in its `bound_ns` (see [`crate::execlog`]): the shell's
+/// work around the sleep.
+pub const BOUND_SLACK: Duration = Duration::from_millis(300);
+
 /// The shell script of a logging task: appends a start line and, unless `fail`, an end line
 /// (`success: true`) in the [`crate::execlog`] format to `$TJ_LOG`; a failing task appends an end
 /// line with `success: false` and exits 1. Times are the wall clock minus `$TJ_ORIGIN` (the
 /// recorder's origin), so they are on the history's clock. The agent id is the name of the
-/// agent's work directory (the task runs in `WORK_DIR/tasks/ID-TOKEN`).
-pub fn task_script(sleep: &str, fail: bool) -> String {
+/// agent's work directory (the task runs in `WORK_DIR/tasks/ID-TOKEN`). Every line carries
+/// `bound_ns` = `sleep_ms` plus [`BOUND_SLACK`].
+pub fn task_script(sleep_ms: u64, fail: bool) -> String {
     let (success, code) = if fail { ("false", 1) } else { ("true", 0) };
+    let bound = (Duration::from_millis(sleep_ms) + BOUND_SLACK).as_nanos();
+    let sleep = format!("{}.{:03}", sleep_ms / 1000, sleep_ms % 1000);
     format!(
         r#"A="${{PWD%/tasks/*}}"; A="${{A##*/}}"
 S=$(( $(date +%s%N) - TJ_ORIGIN ))
-L="\"task\":\"$TAURUS_TASK_ID\",\"attempt\":$TAURUS_ATTEMPT,\"token\":$TAURUS_FENCING_TOKEN,\"agent\":\"$A\",\"start_ns\":$S"
+L="\"task\":\"$TAURUS_TASK_ID\",\"attempt\":$TAURUS_ATTEMPT,\"token\":$TAURUS_FENCING_TOKEN,\"agent\":\"$A\",\"start_ns\":$S,\"bound_ns\":{bound}"
 echo "{{$L}}" >> "$TJ_LOG"
 sleep {sleep}
 E=$(( $(date +%s%N) - TJ_ORIGIN ))
@@ -275,7 +282,7 @@ impl Worker {
         } else {
             None
         };
-        let sleep = if self.rng.random_bool(0.5) { "0.1" } else { "0.5" };
+        let sleep_ms = if self.rng.random_bool(0.5) { 100 } else { 500 };
         let mut spec = v1::TaskSpec {
             id: id.clone(),
             command: vec![
@@ -283,7 +290,7 @@ impl Worker {
                 "-c".into(),
                 match self.task_duration {
                     Some(d) => long_task_script(d, fail),
-                    None => task_script(sleep, fail),
+                    None => task_script(sleep_ms, fail),
                 },
             ],
             max_attempts: if fail { 2 } else { 3 },

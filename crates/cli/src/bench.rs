@@ -59,8 +59,10 @@ pub async fn run(cmd: BenchCmd, ctx: &Context) -> anyhow::Result<ExitCode> {
 /// the tasks stay pending instead of making the agents fork 300,000 processes.
 pub const SUBMIT_BENCH_POOL: &str = "taurus-bench-unscheduled";
 
-/// Every request of the run, built before the clock starts: ids are fixed up front, so a
-/// request that fails is sent again unchanged and never doubles a task.
+/// Every request of the run, built before the clock starts: ids and each request's
+/// `request_id` are fixed up front, so a request that fails is sent again unchanged, never
+/// doubles a task, and is recognised as the same request. Every request carries a key, as every
+/// request of the client library does, so the benchmark measures what clients get.
 pub fn build_requests(tasks: u64, batch: u32) -> Vec<v1::SubmitTasksRequest> {
     let template = v1::TaskSpec {
         command: vec!["true".to_string()],
@@ -70,7 +72,8 @@ pub fn build_requests(tasks: u64, batch: u32) -> Vec<v1::SubmitTasksRequest> {
     build_requests_from(&template, tasks, batch)
 }
 
-/// Like [`build_requests`], each task a copy of `template` with a fresh UUIDv7 id.
+/// Like [`build_requests`], each task a copy of `template` with a fresh UUIDv7 id, each request
+/// with a fresh `request_id`.
 pub fn build_requests_from(template: &v1::TaskSpec, tasks: u64, batch: u32) -> Vec<v1::SubmitTasksRequest> {
     let batch = u64::from(batch);
     let mut requests = Vec::with_capacity(tasks.div_ceil(batch) as usize);
@@ -84,7 +87,10 @@ pub fn build_requests_from(template: &v1::TaskSpec, tasks: u64, batch: u32) -> V
                 ..template.clone()
             })
             .collect();
-        requests.push(v1::SubmitTasksRequest { tasks: specs });
+        requests.push(v1::SubmitTasksRequest {
+            tasks: specs,
+            request_id: taurus_client::new_request_id(),
+        });
     }
     requests.reverse(); // workers pop from the end: submit in id order
     requests

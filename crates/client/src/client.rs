@@ -73,6 +73,28 @@ pub fn fill_missing_ids(tasks: &mut [v1::TaskSpec]) {
     }
 }
 
+/// A fresh idempotency key for one logical submit request: 16 random bytes as 32 lower-case hex
+/// characters (well within the server's 64-byte limit).
+pub fn new_request_id() -> String {
+    use std::fmt::Write as _;
+    let bytes: [u8; 16] = rand::random();
+    let mut key = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        let _ = write!(key, "{b:02x}");
+    }
+    key
+}
+
+/// Makes `request` ready to be sent, and sent again on every retry, unchanged: tasks without an
+/// id get a UUIDv7 ([`fill_missing_ids`]) and a request without a `request_id` gets a fresh one
+/// ([`new_request_id`]). What the caller already set is kept.
+pub fn prepare_request(request: &mut v1::SubmitTasksRequest) {
+    fill_missing_ids(&mut request.tasks);
+    if request.request_id.is_empty() {
+        request.request_id = new_request_id();
+    }
+}
+
 impl Client {
     /// A client for these masters (`host:port` or `http://host:port`). Connects lazily: an
     /// unreachable master is only noticed by a call. Must be called inside a Tokio runtime.
@@ -264,26 +286,35 @@ impl Client {
         }
     }
 
-    /// Submits tasks as one atomic batch. Tasks without an id get a UUIDv7 before the first
-    /// attempt, so every retry carries the same ids and a retried submit never creates a second
-    /// task. Results come in request order.
-    pub async fn submit(&self, mut tasks: Vec<v1::TaskSpec>) -> Result<v1::SubmitTasksResponse, ClientError> {
-        fill_missing_ids(&mut tasks);
-        self.submit_request(&v1::SubmitTasksRequest { tasks }).await
+    /// Submits tasks as one atomic batch. Before the first attempt, tasks without an id get a
+    /// UUIDv7 and the request a random `request_id`; every retry carries the same ids and key, so
+    /// a retried submit never creates a second task, and a retry of an attempt that did commit
+    /// still reports `created: true` for the tasks this call created. Results come in request
+    /// order.
+    pub async fn submit(&self, tasks: Vec<v1::TaskSpec>) -> Result<v1::SubmitTasksResponse, ClientError> {
+        let mut request = v1::SubmitTasksRequest {
+            tasks,
+            request_id: String::new(),
+        };
+        prepare_request(&mut request);
+        self.submit_request(&request).await
     }
 
     /// Like [`Client::submit`] for a request built in advance (as the benchmark does); the
-    /// request stays with the caller, so it can be sent again. Ids must already be filled in
+    /// request stays with the caller, so it can be sent again. Ids should already be filled in
     /// ([`fill_missing_ids`]); a task without one gets a fresh UUIDv7 that the caller never sees.
+    /// A request without a `request_id` gets a fresh one for this call (and all its retries); a
+    /// caller that sends the same logical request again after an error should set one itself
+    /// ([`prepare_request`]), so the server recognises the repeat.
     ///
     /// Concurrent submits through clones of one client are coalesced into shared RPCs
-    /// (`crate::coalesce`); each keeps its own atomicity and result.
+    /// (`crate::coalesce`); each keeps its own atomicity, key and result.
     pub async fn submit_request(
         &self,
         request: &v1::SubmitTasksRequest,
     ) -> Result<v1::SubmitTasksResponse, ClientError> {
         let mut request = request.clone();
-        fill_missing_ids(&mut request.tasks);
+        prepare_request(&mut request);
         let tx = self
             .inner
             .coalescer
@@ -304,15 +335,16 @@ impl Client {
     }
 
     /// Sends one `SubmitTasks` RPC for exactly this request, without coalescing (with retries
-    /// across masters). Ids must be filled in.
+    /// across masters). Ids should be filled in; missing ids and a missing `request_id` are
+    /// filled in once, before the first attempt ([`prepare_request`]).
     pub async fn submit_direct(
         &self,
         request: &v1::SubmitTasksRequest,
     ) -> Result<v1::SubmitTasksResponse, ClientError> {
         let filled;
-        let request = if request.tasks.iter().any(|t| t.id.is_empty()) {
+        let request = if request.request_id.is_empty() || request.tasks.iter().any(|t| t.id.is_empty()) {
             let mut r = request.clone();
-            fill_missing_ids(&mut r.tasks);
+            prepare_request(&mut r);
             filled = r;
             &filled
         } else {
@@ -536,6 +568,36 @@ mod tests {
         fill_missing_ids(&mut tasks);
         let after: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
         assert_eq!(before, after, "a second fill (a retry) must not change any id");
+    }
+
+    #[test]
+    fn prepared_requests_get_one_random_key_that_a_second_preparation_keeps() {
+        let mut request = v1::SubmitTasksRequest {
+            tasks: vec![v1::TaskSpec::default()],
+            request_id: String::new(),
+        };
+        prepare_request(&mut request);
+        let key = request.request_id.clone();
+        assert_eq!(key.len(), 32, "{key}");
+        assert!(
+            key.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "{key}"
+        );
+        assert!(!request.tasks[0].id.is_empty());
+        let prepared = request.clone();
+        prepare_request(&mut request);
+        assert_eq!(request, prepared, "preparing again (a retry) changes nothing");
+
+        let mut other = v1::SubmitTasksRequest::default();
+        prepare_request(&mut other);
+        assert_ne!(other.request_id, key, "every logical request gets its own key");
+        let mut mine = v1::SubmitTasksRequest {
+            request_id: "caller-chosen".into(),
+            ..Default::default()
+        };
+        prepare_request(&mut mine);
+        assert_eq!(mine.request_id, "caller-chosen");
     }
 
     #[tokio::test]

@@ -7,9 +7,11 @@
 //! retrying cannot fix (`INVALID_ARGUMENT`, `NOT_FOUND`, ...) come back at once as
 //! [`ClientError::Rejected`]. A successful answer makes its master the current one, so a client
 //! sticks to a master that works. Submissions are safe to retry: [`Client::submit`] gives every
-//! task without an id a UUIDv7 before the first attempt, and the server answers a resubmitted id
-//! with the existing task, so a retry never creates a second task. Watches resume on another
-//! master when their stream breaks, and never report the same change twice.
+//! task without an id a UUIDv7 and the request a random `request_id` before the first attempt,
+//! and the server answers a resubmitted id with the existing task, so a retry never creates a
+//! second task; because the retry carries the key of the attempt that created the tasks, it is
+//! still told `created: true` for them. Watches resume on another master when their stream
+//! breaks, and never report the same change twice.
 //!
 //! A `Client` must be created inside a Tokio runtime (its channels spawn their workers there).
 
@@ -25,6 +27,8 @@ pub use client::Client;
 pub use client::DEFAULT_ATTEMPT_TIMEOUT;
 pub use client::DEFAULT_DEADLINE;
 pub use client::fill_missing_ids;
+pub use client::new_request_id;
+pub use client::prepare_request;
 pub use error::ClientError;
 pub use retry::backoff_ceiling;
 pub use retry::is_retryable;

@@ -20,9 +20,16 @@ use crate::types::UnixMillis;
 
 /// One client request inside a coalesced `SubmitTasks` entry. Applied atomically: either every
 /// task of the request is accepted (created or found existing) or none is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubmitRequest {
     pub tasks: Vec<TaskSpec>,
+    /// The client's idempotency key (at most [`crate::validate::MAX_REQUEST_ID_LEN`] bytes,
+    /// opaque), the same on every retry of one logical request; empty means none. Every task the
+    /// request creates remembers it ([`crate::types::Task::request_id`]), and an existing task
+    /// created under the same non-empty key is answered `created: true`: the retry gets the
+    /// answer the original got. Missing from entries written before keys existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request_id: String,
 }
 
 /// A replicated command.
@@ -153,7 +160,9 @@ pub struct Ticked {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Submitted {
     pub id: TaskId,
-    /// False when the id already existed and the existing task was returned.
+    /// True when this request created the task: in this entry, or in an earlier one under the
+    /// same non-empty `request_id` (a retry). False when the id already existed otherwise and
+    /// the existing task was returned.
     pub created: bool,
     pub state: TaskState,
     /// Log index of the task's last change.

@@ -475,6 +475,7 @@ impl State {
         now_ms: UnixMillis,
         req: SubmitRequest,
     ) -> Result<Vec<Submitted>, Rejection> {
+        validate::validate_request_id(&req.request_id)?;
         validate::validate_request(&req.tasks)?;
         // Which tasks of the request are new (position in the request by id).
         let new: HashMap<&str, usize> = req
@@ -506,15 +507,17 @@ impl State {
         let mut specs: Vec<Option<TaskSpec>> = req.tasks.into_iter().map(Some).collect();
         for i in order {
             let Some(spec) = specs[i].take() else { continue };
-            out[i] = Some(self.insert_new(index, now_ms, spec));
+            out[i] = Some(self.insert_new(index, now_ms, spec, &req.request_id));
         }
         for (i, spec) in specs.into_iter().enumerate() {
             if let Some(spec) = spec {
-                // Existing id: return the existing task, never create a second.
+                // Existing id: return the existing task, never create a second. When that task
+                // was created under this request's key, this is a retry of the request that
+                // created it, and it gets the answer the original got.
                 if let Some(t) = self.tasks.get(&spec.id) {
                     out[i] = Some(Submitted {
                         id: spec.id,
-                        created: false,
+                        created: !req.request_id.is_empty() && t.request_id == req.request_id,
                         state: t.state,
                         log_index: t.log_index,
                     });
@@ -524,8 +527,15 @@ impl State {
         Ok(out.into_iter().flatten().collect())
     }
 
-    /// Inserts a new task whose dependencies all exist already.
-    fn insert_new(&mut self, index: LogIndex, now_ms: UnixMillis, spec: TaskSpec) -> Submitted {
+    /// Inserts a new task whose dependencies all exist already, created by the request with
+    /// key `request_id`.
+    fn insert_new(
+        &mut self,
+        index: LogIndex,
+        now_ms: UnixMillis,
+        spec: TaskSpec,
+        request_id: &str,
+    ) -> Submitted {
         let mut state = TaskState::Pending;
         let mut reason = String::new();
         let mut unmet = 0u32;
@@ -560,6 +570,7 @@ impl State {
             unmet_deps: if state == TaskState::Pending { unmet } else { 0 },
             not_before_ms: 0,
             queued_at_ms: now_ms,
+            request_id: request_id.to_string(),
             spec,
         };
         self.next_seq += 1;

@@ -287,6 +287,11 @@ pub struct Task {
     /// When the task last became runnable (for priority ageing and queue-wait figures).
     #[serde(default)]
     pub queued_at_ms: UnixMillis,
+    /// The `request_id` of the submit request that created the task (empty: none), so that a
+    /// retry of that request is told `created: true`. Not serialized when empty: snapshots of
+    /// tasks submitted without a key are unchanged, and older snapshots decode.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request_id: String,
 }
 
 impl Task {

@@ -51,6 +51,8 @@ pub const MAX_POOL_LEN: usize = 128;
 pub const MAX_AGENT_TASKS: u32 = 100_000;
 /// Longest agent address, in bytes.
 pub const MAX_ADDRESS_LEN: usize = 256;
+/// Longest submit `request_id` (idempotency key), in bytes.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
 
 /// Checks a task id: 1..=128 bytes of `[A-Za-z0-9._:-]`.
 pub fn validate_id(id: &str) -> Result<(), Rejection> {
@@ -256,6 +258,18 @@ pub fn validate_request(tasks: &[TaskSpec]) -> Result<(), Rejection> {
                 format!("repeats tasks[{first}].id"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Checks a submit request's idempotency key: opaque, at most [`MAX_REQUEST_ID_LEN`] bytes,
+/// empty allowed (no key).
+pub fn validate_request_id(request_id: &str) -> Result<(), Rejection> {
+    if request_id.len() > MAX_REQUEST_ID_LEN {
+        return Err(Rejection::invalid(
+            "request_id",
+            format!("longer than {MAX_REQUEST_ID_LEN} bytes"),
+        ));
     }
     Ok(())
 }

@@ -1765,7 +1765,35 @@ fn snapshots_without_agents_still_load() {
     assert_eq!(st.agents().count(), 0);
     assert_eq!(runnable(&st), ["a"]);
     assert_eq!(st.get("a").unwrap().spec.backoff_ms, 1000, "serde default");
+    assert_eq!(
+        st.get("a").unwrap().request_id,
+        "",
+        "written before request ids existed"
+    );
     assert_eq!(st.next_due_ms(), None);
+}
+
+#[test]
+fn request_ids_survive_a_snapshot_round_trip_and_keyless_tasks_encode_as_before() {
+    let mut st = State::new();
+    submit_keyed(&mut st, 1, "req-1", vec![spec("keyed")]).unwrap();
+    submit_one(&mut st, 2, vec![spec("plain")]).unwrap();
+    let json = image_json(&st);
+    assert_eq!(
+        json.matches("\"request_id\"").count(),
+        1,
+        "only the keyed task: {json}"
+    );
+
+    let mut restored = round_trip(&st);
+    assert_same(&st, &restored);
+    assert_eq!(restored.get("keyed").unwrap().request_id, "req-1");
+    assert_eq!(restored.get("plain").unwrap().request_id, "");
+    // A retry answered by the restored replica gets the answer the original would have.
+    let retry = submit_keyed(&mut restored, 3, "req-1", vec![spec("keyed")]).unwrap();
+    assert!(retry[0].created, "{retry:?}");
+    let other = submit_keyed(&mut restored, 4, "req-2", vec![spec("keyed")]).unwrap();
+    assert!(!other[0].created, "{other:?}");
 }
 
 #[test]

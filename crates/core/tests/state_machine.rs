@@ -10,8 +10,10 @@ use taurus_core::State;
 use taurus_core::TaskSpec;
 use taurus_core::TaskState;
 use taurus_core::command::CancelOutcome;
+use taurus_core::command::SubmitRequest;
 use taurus_core::command::Submitted;
 use taurus_core::error::RejectKind;
+use taurus_core::validate::MAX_REQUEST_ID_LEN;
 
 fn created(id: &str, state: TaskState, log_index: u64) -> Submitted {
     Submitted {
@@ -346,6 +348,118 @@ fn resubmission_still_passes_static_validation() {
         "tasks[0].command",
     );
     assert_eq!(task(&st, "a").log_index, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency keys (`SubmitRequest::request_id`)
+
+#[test]
+fn retried_request_with_the_same_key_is_told_created_and_creates_nothing() {
+    let mut st = State::new();
+    let tasks = vec![spec("a"), spec_deps("b", &["a"])];
+    let first = submit_keyed(&mut st, 1, "req-1", tasks.clone()).unwrap();
+    assert_eq!(
+        first,
+        vec![
+            created("a", TaskState::Pending, 1),
+            created("b", TaskState::Pending, 1)
+        ]
+    );
+    assert_eq!(task(&st, "a").request_id, "req-1");
+    assert_eq!(task(&st, "b").request_id, "req-1");
+
+    // The client did not see the answer and retried: the same answer, no second task.
+    let retry = submit_keyed(&mut st, 2, "req-1", tasks.clone()).unwrap();
+    assert_eq!(retry, first);
+    assert_eq!(st.len(), 2);
+    assert_eq!((task(&st, "a").seq, task(&st, "b").seq), (0, 1));
+    assert_eq!(task(&st, "a").log_index, 1, "a retry changes nothing");
+
+    // The task moved on meanwhile: still created, with its current state and index.
+    cancel(&mut st, 3, "a", "stop").unwrap();
+    let late = submit_keyed(&mut st, 4, "req-1", tasks).unwrap();
+    assert_eq!(
+        late,
+        vec![
+            created("a", TaskState::Cancelled, 3),
+            created("b", TaskState::Cancelled, 3)
+        ]
+    );
+    assert_eq!(st.len(), 2);
+    submit_one(&mut st, 5, vec![spec("c")]).unwrap();
+    assert_eq!(task(&st, "c").seq, 2, "retries consumed no sequence number");
+}
+
+#[test]
+fn resubmission_under_another_key_or_none_is_told_existing() {
+    let mut st = State::new();
+    submit_keyed(&mut st, 1, "req-1", vec![spec("a")]).unwrap();
+    let other = submit_keyed(&mut st, 2, "req-2", vec![spec("a")]).unwrap();
+    assert_eq!(other, vec![existing("a", TaskState::Pending, 1)]);
+    let none = submit_one(&mut st, 3, vec![spec("a")]).unwrap();
+    assert_eq!(none, vec![existing("a", TaskState::Pending, 1)]);
+
+    // An empty key is no key: two keyless submits of one id are two requests.
+    submit_one(&mut st, 4, vec![spec("b")]).unwrap();
+    assert_eq!(task(&st, "b").request_id, "");
+    let again = submit_one(&mut st, 5, vec![spec("b")]).unwrap();
+    assert_eq!(again, vec![existing("b", TaskState::Pending, 4)]);
+    // A keyed request does not claim a task created without a key.
+    let keyed = submit_keyed(&mut st, 6, "req-3", vec![spec("b")]).unwrap();
+    assert_eq!(keyed, vec![existing("b", TaskState::Pending, 4)]);
+    assert_eq!(st.len(), 2);
+}
+
+#[test]
+fn retry_is_answered_task_by_task_as_the_original_was() {
+    // `x` existed before the keyed request, which therefore only created `y`: its retry must say
+    // the same, not claim `x`.
+    let mut st = State::new();
+    submit_one(&mut st, 1, vec![spec("x")]).unwrap();
+    let tasks = vec![spec("x"), spec("y")];
+    let first = submit_keyed(&mut st, 2, "req-1", tasks.clone()).unwrap();
+    assert_eq!(
+        first,
+        vec![
+            existing("x", TaskState::Pending, 1),
+            created("y", TaskState::Pending, 2)
+        ]
+    );
+    let retry = submit_keyed(&mut st, 3, "req-1", tasks).unwrap();
+    assert_eq!(retry, first);
+    assert_eq!(st.len(), 2);
+}
+
+#[test]
+fn retry_coalesced_into_the_same_entry_as_its_original_is_told_created() {
+    // Both attempts of one request can reach the leader's coalescer before either is proposed.
+    let mut st = State::new();
+    let request = SubmitRequest {
+        tasks: vec![spec("a")],
+        request_id: "req-1".into(),
+    };
+    let results = submit_requests(&mut st, 7, vec![request.clone(), request]);
+    assert_eq!(
+        results,
+        vec![
+            Ok(vec![created("a", TaskState::Pending, 7)]),
+            Ok(vec![created("a", TaskState::Pending, 7)])
+        ]
+    );
+    assert_eq!(st.len(), 1);
+}
+
+#[test]
+fn request_id_longer_than_64_bytes_is_rejected_and_creates_nothing() {
+    let mut st = State::new();
+    let too_long = "k".repeat(MAX_REQUEST_ID_LEN + 1);
+    assert_invalid(submit_keyed(&mut st, 1, &too_long, vec![spec("a")]), "request_id");
+    assert!(st.is_empty());
+    // Opaque: any UTF-8 up to the limit in bytes.
+    let longest = "é".repeat(MAX_REQUEST_ID_LEN / 2);
+    let out = submit_keyed(&mut st, 2, &longest, vec![spec("a")]).unwrap();
+    assert_eq!(out, vec![created("a", TaskState::Pending, 2)]);
+    assert_eq!(task(&st, "a").request_id, longest);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -574,4 +574,18 @@ fn limits_are_what_the_docs_say() {
     assert_eq!(validate::MAX_DEADLINE_MS, 2_592_000_000);
     assert_eq!(validate::MAX_OUTPUT_TAIL, 16 * 1024);
     assert_eq!(validate::MAX_ADDRESS_LEN, 256);
+    assert_eq!(validate::MAX_REQUEST_ID_LEN, 64);
+}
+
+#[test]
+fn request_id_rules() {
+    assert_eq!(validate_request_id(""), Ok(()), "empty: no key");
+    assert_eq!(validate_request_id(&s(MAX_REQUEST_ID_LEN, 'k')), Ok(()));
+    assert_eq!(validate_request_id("any opaque text: ✓ / = +"), Ok(()));
+    let r = validate_request_id(&s(MAX_REQUEST_ID_LEN + 1, 'k')).unwrap_err();
+    assert_eq!(
+        (r.kind, r.field.as_str()),
+        (RejectKind::InvalidArgument, "request_id")
+    );
+    assert!(r.message.contains("64 bytes"), "{r:?}");
 }

@@ -12,12 +12,10 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use taurus_core::Command;
 use taurus_core::Rejection;
 use taurus_core::Response;
-use taurus_core::TaskSpec;
 use taurus_core::command::ReportOutcome;
 use taurus_core::command::SubmitRequest;
 use taurus_core::command::Submitted;
@@ -42,20 +40,20 @@ pub trait Kind: Send + 'static {
     fn split(response: Response) -> Option<Vec<Self::Result>>;
 }
 
-/// Submissions: one item per client request (atomic on its own).
+/// Submissions: one item per client request (atomic on its own, with its idempotency key).
 pub struct SubmitKind;
 
 impl Kind for SubmitKind {
-    type Item = Vec<TaskSpec>;
+    type Item = SubmitRequest;
     type Result = Result<Vec<Submitted>, Rejection>;
 
     fn weight(item: &Self::Item) -> usize {
-        item.len()
+        item.tasks.len()
     }
 
     fn command(items: Vec<Self::Item>, now_ms: u64) -> Command {
         Command::SubmitTasks {
-            requests: items.into_iter().map(|tasks| SubmitRequest { tasks }).collect(),
+            requests: items,
             now_ms,
         }
     }
@@ -151,12 +149,12 @@ impl<K: Kind> Coalescer<K> {
 }
 
 impl Coalescer<SubmitKind> {
-    /// Proposes `tasks` as one atomic request; returns its result and the entry's index.
+    /// Proposes `request` as one atomic request; returns its result and the entry's index.
     pub async fn submit(
         &self,
-        tasks: Vec<TaskSpec>,
+        request: SubmitRequest,
     ) -> Result<(Result<Vec<Submitted>, Rejection>, u64), WriteError> {
-        let (mut results, index) = self.propose_group(vec![tasks]).await?;
+        let (mut results, index) = self.propose_group(vec![request]).await?;
         match results.pop() {
             Some(r) if results.is_empty() => Ok((r, index)),
             _ => Err(WriteError::Internal("one result expected".into())),
@@ -166,19 +164,15 @@ impl Coalescer<SubmitKind> {
     /// Proposes several independent requests (each atomic on its own) in the same entry.
     pub async fn submit_many(
         &self,
-        requests: Vec<Vec<TaskSpec>>,
+        requests: Vec<SubmitRequest>,
     ) -> GroupReply<Result<Vec<Submitted>, Rejection>> {
         self.propose_group(requests).await
     }
 }
 
-/// Milliseconds since the Unix epoch (the leader's clock, carried inside the command).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// Milliseconds since the Unix epoch (the leader's clock, carried inside the command); see
+/// [`crate::clock`] for the test offset (`TAURUS_CLOCK_OFFSET_FILE`).
+pub use crate::clock::now_ms;
 
 async fn run<K: Kind>(
     raft: Raft,

@@ -5,7 +5,9 @@
 pub enum MasterError {
     #[error("configuration: {0}")]
     Config(String),
-    #[error("storage: {0}")]
+    /// Shown as the store's own message (it names the data dir), once: as `transparent`, an
+    /// `anyhow` chain (`{:#}`) does not repeat it.
+    #[error(transparent)]
     Store(#[from] taurus_store::StoreError),
     #[error("raft: {0}")]
     Raft(String),

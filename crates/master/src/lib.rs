@@ -8,6 +8,7 @@
 //! become `tonic::Status` and where followers forward writes to the leader.
 
 pub mod batcher;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod leader;

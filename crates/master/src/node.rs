@@ -47,6 +47,18 @@ const READ_APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one peer query (formation check, status) may take.
 const PEER_QUERY_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// **Bug injection, never for production.** When set to exactly `1`, every read that asks for
+/// linearizable consistency is answered from this master's local applied state, without a read
+/// index and without checking leadership, on any master (see [`Node::read_barrier`]). It exists
+/// so the failure-injection suite can prove that its linearizability and terminal-state checkers
+/// catch stale reads (an isolated old leader keeps answering).
+pub const UNSAFE_STALE_READS_ENV: &str = "TAURUS_UNSAFE_STALE_READS";
+
+/// Whether a value of [`UNSAFE_STALE_READS_ENV`] turns the bug on: only exactly `"1"` does.
+pub fn unsafe_stale_reads_enabled(value: Option<&str>) -> bool {
+    value == Some("1")
+}
+
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct Node {
@@ -61,6 +73,8 @@ pub struct Node {
     /// The agents' lease, told to them in heartbeat answers.
     pub lease_timeout: Duration,
     pub channels: Channels,
+    /// Bug injection ([`UNSAFE_STALE_READS_ENV`]): linearizable reads skip the read barrier.
+    pub unsafe_stale_reads: bool,
 }
 
 /// Where a write should be handled.
@@ -105,7 +119,13 @@ impl Node {
 
     /// Makes a linearizable read possible: confirms the read index with the leader (itself or
     /// remote) and waits until the local state machine has applied it. Returns the applied index.
+    /// With the bug injection [`UNSAFE_STALE_READS_ENV`] on, returns the local applied index at
+    /// once instead.
     pub async fn read_barrier(&self) -> Result<u64, ReadError> {
+        if self.unsafe_stale_reads {
+            // UNSAFE bug injection: no read index, no leadership check; the answer may be stale.
+            return Ok(self.sm.applied_index());
+        }
         // One metrics snapshot decides, as for writes (`route`).
         let read_index = match self.route() {
             Route::Local => match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
@@ -218,7 +238,29 @@ pub async fn run_with_listener(
             config.data_dir.display()
         ))
     })?;
-    let (log_store, sm) = taurus_store::log_store::open(&config.data_dir)?;
+    crate::clock::init_from_env();
+    let unsafe_stale_reads =
+        unsafe_stale_reads_enabled(std::env::var(UNSAFE_STALE_READS_ENV).ok().as_deref());
+    if unsafe_stale_reads {
+        tracing::error!(
+            env = UNSAFE_STALE_READS_ENV,
+            "UNSAFE: linearizable reads disabled; reads may be stale"
+        );
+    }
+    let (log_store, sm) = taurus_store::log_store::open(&config.data_dir).inspect_err(|e| {
+        if matches!(e, taurus_store::StoreError::Damaged { .. }) {
+            tracing::error!(
+                id = config.id,
+                data_dir = %config.data_dir.display(),
+                "refusing to start on a damaged data directory. Recovery: on a live master run \
+                 `taurus cluster remove-master --id {id}`; delete {dir}; start this master with a \
+                 NEW --id; then run `taurus cluster add-master --id <new id> --addr {addr}`",
+                id = config.id,
+                dir = config.data_dir.display(),
+                addr = config.advertised(),
+            );
+        }
+    })?;
     let network = NetworkFactory::new(config.id, channels.clone());
     let raft = Raft::new(
         config.id,
@@ -240,6 +282,7 @@ pub async fn run_with_listener(
         duties: LeaderDuties::default(),
         lease_timeout: config.scheduler.lease_timeout,
         channels,
+        unsafe_stale_reads,
     };
     let addr = listener
         .local_addr()
@@ -333,5 +376,27 @@ pub async fn query_peer(channels: &Channels, id: NodeId, addr: &str) -> Option<i
     match tokio::time::timeout(PEER_QUERY_TIMEOUT, client.node_info(req)).await {
         Ok(Ok(r)) => Some(r.into_inner()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_exactly_one_turns_stale_reads_on() {
+        assert!(unsafe_stale_reads_enabled(Some("1")));
+        for off in [
+            None,
+            Some(""),
+            Some("0"),
+            Some("true"),
+            Some("yes"),
+            Some(" 1"),
+            Some("1\n"),
+            Some("01"),
+        ] {
+            assert!(!unsafe_stale_reads_enabled(off), "{off:?}");
+        }
     }
 }

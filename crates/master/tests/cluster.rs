@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -14,12 +16,16 @@ use taurus_master::run_with_listener;
 use taurus_protocol::v1;
 use taurus_protocol::v1::cluster_service_client::ClusterServiceClient;
 use taurus_protocol::v1::task_service_client::TaskServiceClient;
+use taurus_protocol::v1::task_service_server::TaskService;
+use taurus_protocol::v1::task_service_server::TaskServiceServer;
 use taurus_store::network::Channels;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Code;
+use tonic::Status;
 use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -207,7 +213,15 @@ fn spec(id: &str, deps: &[&str]) -> v1::TaskSpec {
 }
 
 fn submit_req(tasks: Vec<v1::TaskSpec>) -> v1::SubmitTasksRequest {
-    v1::SubmitTasksRequest { tasks }
+    keyed_req(tasks, "")
+}
+
+/// A submit request with idempotency key `request_id`.
+fn keyed_req(tasks: Vec<v1::TaskSpec>, request_id: &str) -> v1::SubmitTasksRequest {
+    v1::SubmitTasksRequest {
+        tasks,
+        request_id: request_id.into(),
+    }
 }
 
 async fn get(
@@ -802,4 +816,224 @@ async fn a_returning_isolated_follower_does_not_depose_the_leader() {
         "the term moved from {before} to {}",
         after.term
     );
+}
+
+/// `created` of every result of an OK `SubmitMany` outcome.
+fn created_flags(outcome: &v1::SubmitOutcome) -> Vec<bool> {
+    assert_eq!(outcome.code, Code::Ok as i32, "{outcome:?}");
+    let response = outcome.response.as_ref().expect("response");
+    response.results.iter().map(|r| r.created).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_with_the_same_request_id_is_told_created_and_creates_nothing() {
+    let cluster = Cluster::start(3, tuning()).await;
+    let leader = cluster.leader_seen_by(1, |_| true).await;
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let tasks = vec![spec("r-1", &[]), spec("r-2", &["r-1"])];
+
+    let first = cluster
+        .tasks(leader)
+        .submit_tasks(keyed_req(tasks.clone(), "req-1"))
+        .await
+        .expect("submit")
+        .into_inner();
+    assert!(first.results.iter().all(|r| r.created), "{first:?}");
+    // The retry (after, say, a lost answer and a leader change) arrives at a follower, which
+    // forwards it with its key: the same answer as the original, and no second task.
+    let retry = cluster
+        .tasks(followers[0])
+        .submit_tasks(keyed_req(tasks.clone(), "req-1"))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(retry.results, first.results);
+    assert!(
+        retry.log_index > first.log_index,
+        "the retry is an entry of its own"
+    );
+
+    // Another request, or one without a key, is told the tasks existed.
+    for key in ["req-2", ""] {
+        let other = cluster
+            .tasks(followers[1])
+            .submit_tasks(keyed_req(tasks.clone(), key))
+            .await
+            .expect("resubmit")
+            .into_inner();
+        assert!(other.results.iter().all(|r| !r.created), "key {key:?}: {other:?}");
+    }
+
+    // In a SubmitMany (what the client's coalescing sends), each request has its own key.
+    let requests = vec![
+        keyed_req(tasks.clone(), "req-1"),
+        keyed_req(tasks.clone(), "req-3"),
+        keyed_req(vec![spec("r-3", &[])], "req-4"),
+        keyed_req(vec![spec("r-3", &[])], "req-4"),
+        keyed_req(vec![spec("r-4", &[])], &"k".repeat(65)),
+    ];
+    let many = cluster
+        .tasks(followers[0])
+        .submit_many(v1::SubmitManyRequest { requests })
+        .await
+        .expect("submit many")
+        .into_inner();
+    let o = &many.outcomes;
+    assert_eq!(o.len(), 5);
+    assert_eq!(created_flags(&o[0]), [true, true], "a retry of req-1");
+    assert_eq!(created_flags(&o[1]), [false, false], "another request");
+    assert_eq!(created_flags(&o[2]), [true]);
+    assert_eq!(created_flags(&o[3]), [true], "a retry in the same entry");
+    assert_eq!(o[4].code, Code::InvalidArgument as i32);
+    assert!(o[4].message.contains("request_id"), "{}", o[4].message);
+
+    let err = cluster
+        .tasks(followers[1])
+        .submit_tasks(keyed_req(vec![spec("r-4", &[])], &"k".repeat(65)))
+        .await
+        .expect_err("a key over 64 bytes");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("request_id"), "{}", err.message());
+
+    let list = cluster
+        .tasks(leader)
+        .list_tasks(v1::ListTasksRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.total, 3, "r-1, r-2 and r-3, each once");
+}
+
+/// A `TaskService` in front of one master that loses the answer to the first submit it
+/// forwards: the request commits, and the caller sees `UNAVAILABLE` (the answer lost to a
+/// timeout or a leader change). Remembers the `request_id` of every submit it forwarded.
+struct LossyProxy {
+    upstream: TaskServiceClient<Channel>,
+    forwarded: Arc<Mutex<Vec<String>>>,
+}
+
+impl LossyProxy {
+    /// Records `request_id`; true for the first submit (whose answer is to be lost).
+    fn record(&self, request_id: &str) -> bool {
+        let mut seen = self.forwarded.lock().unwrap_or_else(|e| e.into_inner());
+        seen.push(request_id.to_string());
+        seen.len() == 1
+    }
+}
+
+#[tonic::async_trait]
+impl TaskService for LossyProxy {
+    async fn submit_tasks(
+        &self,
+        req: tonic::Request<v1::SubmitTasksRequest>,
+    ) -> Result<tonic::Response<v1::SubmitTasksResponse>, Status> {
+        let msg = req.into_inner();
+        let lose = self.record(&msg.request_id);
+        let answer = self.upstream.clone().submit_tasks(msg).await?;
+        if lose {
+            return Err(Status::unavailable("the answer was lost"));
+        }
+        Ok(answer)
+    }
+
+    async fn submit_many(
+        &self,
+        req: tonic::Request<v1::SubmitManyRequest>,
+    ) -> Result<tonic::Response<v1::SubmitManyResponse>, Status> {
+        let msg = req.into_inner();
+        let mut lose = false;
+        for r in &msg.requests {
+            lose |= self.record(&r.request_id);
+        }
+        let answer = self.upstream.clone().submit_many(msg).await?;
+        if lose {
+            return Err(Status::unavailable("the answer was lost"));
+        }
+        Ok(answer)
+    }
+
+    async fn get_task(
+        &self,
+        _: tonic::Request<v1::GetTaskRequest>,
+    ) -> Result<tonic::Response<v1::GetTaskResponse>, Status> {
+        Err(Status::unimplemented("not proxied"))
+    }
+
+    async fn list_tasks(
+        &self,
+        _: tonic::Request<v1::ListTasksRequest>,
+    ) -> Result<tonic::Response<v1::ListTasksResponse>, Status> {
+        Err(Status::unimplemented("not proxied"))
+    }
+
+    async fn cancel_task(
+        &self,
+        _: tonic::Request<v1::CancelTaskRequest>,
+    ) -> Result<tonic::Response<v1::CancelTaskResponse>, Status> {
+        Err(Status::unimplemented("not proxied"))
+    }
+
+    type WatchTaskStream = tokio_stream::Empty<Result<v1::WatchTaskEvent, Status>>;
+
+    async fn watch_task(
+        &self,
+        _: tonic::Request<v1::WatchTaskRequest>,
+    ) -> Result<tonic::Response<Self::WatchTaskStream>, Status> {
+        Err(Status::unimplemented("not proxied"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_retry_after_a_lost_answer_reports_its_submit_as_created() {
+    // The Jepsen finding: one submit of t147, its first attempt committed but the answer was
+    // lost, the client library retried, and the caller was told the task already existed.
+    let cluster = Cluster::start(3, tuning()).await;
+    let leader = cluster.leader_seen_by(1, |_| true).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let forwarded = Arc::new(Mutex::new(Vec::new()));
+    let proxy = LossyProxy {
+        upstream: cluster.tasks(follower),
+        forwarded: forwarded.clone(),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let proxy_addr = listener.local_addr().expect("local addr").to_string();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TaskServiceServer::new(proxy))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+
+    let client = taurus_client::Client::new(vec![proxy_addr]).expect("client");
+    let r = client
+        .submit(vec![spec("t147", &[])])
+        .await
+        .expect("submit, retried once");
+    assert!(
+        r.results[0].created,
+        "the caller's only submit created t147: {r:?}"
+    );
+    let keys = forwarded.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(keys.len(), 2, "the lost attempt and the retry: {keys:?}");
+    assert!(
+        !keys[0].is_empty() && keys[0] == keys[1],
+        "one key for both attempts: {keys:?}"
+    );
+
+    // A second, separate submit of the same id is a new logical request: it did not create it.
+    let again = client
+        .submit(vec![spec("t147", &[])])
+        .await
+        .expect("second submit");
+    assert!(!again.results[0].created, "{again:?}");
+    let keys = forwarded.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_ne!(keys[2], keys[0], "a new logical request gets a new key");
+
+    let list = cluster
+        .tasks(leader)
+        .list_tasks(v1::ListTasksRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.total, 1);
+    server.abort();
 }

@@ -48,6 +48,7 @@ mod tests {
     fn submit() -> Command {
         Command::SubmitTasks {
             requests: vec![SubmitRequest {
+                request_id: String::new(),
                 tasks: vec![TaskSpec {
                     id: "t-1".into(),
                     command: vec!["echo".into(), "hi".into()],

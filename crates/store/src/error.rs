@@ -2,7 +2,10 @@
 //!
 //! ```text
 //! StoreError
-//!  ├─ Open / OpenPanicked   the sled database in the data dir cannot be opened
+//!  ├─ Open                  the sled database in the data dir cannot be opened (I/O, lock, not a dir)
+//!  ├─ Damaged               start-up found the data dir damaged (sled corruption or panic, a
+//!  │                        failed invariant, a bad snapshot, a lost tail): names the path and
+//!  │                        the recovery procedure; the master refuses to start
 //!  ├─ Sled                  a sled operation failed (I/O, or sled's own corruption report)
 //!  ├─ Encode / Decode       MessagePack (de)serialization of a value
 //!  ├─ Corrupt               a stored value is not what this build wrote (names dir, tree and key)
@@ -10,11 +13,26 @@
 //!  ├─ Snapshot              a snapshot is malformed or cannot be installed
 //!  └─ Core                  the core crate refused data (e.g. an inconsistent snapshot image)
 //! ```
+//! `Corrupt`, `Decode` and `Snapshot` found while *opening* a data dir become `Damaged`
+//! ([`crate::verify`]); later, at run time, they reach openraft as they are.
+//!
 //! openraft's storage traits speak `std::io::Error`; `From<StoreError> for io::Error` keeps the
 //! whole message and picks an `ErrorKind` (`InvalidData` for anything found on disk or received
 //! that does not decode).
 
 use std::path::PathBuf;
+
+/// What an operator does with a damaged data dir (part of [`StoreError::Damaged`]'s message).
+///
+/// Re-using the node id with an emptied or repaired directory is unsafe: the master may have
+/// lost a vote it cast or log entries it acknowledged, and under its old id it could vote twice
+/// in a term or help a leader without those entries win (docs/decisions.md §5 and §13).
+pub const RECOVERY: &str = "Do not restart this master under its old id. To recover: \
+     (1) on a live master run `taurus cluster remove-master --id <this master's id>`; \
+     (2) delete this master's data directory; \
+     (3) start this master under a NEW id; \
+     (4) on a live master run `taurus cluster add-master --id <new id> --addr <this master's address>` \
+     (see docs/decisions.md §13)";
 
 /// The one error enum of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -26,12 +44,14 @@ pub enum StoreError {
         source: sled::Error,
     },
 
-    /// sled panicked while recovering the data dir (it does so on some kinds of damage).
-    #[error(
-        "cannot open the sled database in {dir}: sled panicked while recovering it ({message}); \
-         the directory is damaged: move it away and re-add this master under a NEW node id"
-    )]
-    OpenPanicked { dir: PathBuf, message: String },
+    /// The data dir failed the start-up verification ([`crate::verify`]); `path` is the damaged
+    /// file (or the directory, when sled cannot say which of its files is at fault).
+    #[error("the data directory {} is damaged: {}: {detail}. {RECOVERY}", dir.display(), path.display())]
+    Damaged {
+        dir: PathBuf,
+        path: PathBuf,
+        detail: String,
+    },
 
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
@@ -79,6 +99,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A [`StoreError::Damaged`] for `file` (relative to `dir`; empty = the directory itself).
+    pub(crate) fn damaged(dir: &std::path::Path, file: &str, detail: impl std::fmt::Display) -> Self {
+        StoreError::Damaged {
+            dir: dir.to_path_buf(),
+            path: if file.is_empty() {
+                dir.to_path_buf()
+            } else {
+                dir.join(file)
+            },
+            detail: detail.to_string(),
+        }
+    }
+
     /// A [`StoreError::Corrupt`] for `key` of `tree` in `dir`.
     pub(crate) fn corrupt(
         dir: &std::path::Path,
@@ -101,6 +134,7 @@ impl From<StoreError> for std::io::Error {
         let kind = match &e {
             StoreError::Decode(_)
             | StoreError::Corrupt { .. }
+            | StoreError::Damaged { .. }
             | StoreError::Snapshot(_)
             | StoreError::Core(_) => ErrorKind::InvalidData,
             StoreError::Schema { .. } => ErrorKind::Unsupported,
@@ -129,6 +163,31 @@ mod tests {
         assert!(
             msg.contains("/data/m1") && msg.contains("raft_log") && msg.contains("index 7"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn damaged_names_the_path_and_the_recovery() {
+        let e = StoreError::damaged(
+            std::path::Path::new("/data/m1"),
+            "snapshot.bin",
+            "checksum mismatch",
+        );
+        let msg = e.to_string();
+        for part in [
+            "/data/m1/snapshot.bin",
+            "checksum mismatch",
+            "remove-master",
+            "add-master",
+            "NEW id",
+            "delete",
+        ] {
+            assert!(msg.contains(part), "{part:?} missing from {msg}");
+        }
+        let whole_dir = StoreError::damaged(std::path::Path::new("/data/m1"), "", "sled: corrupt");
+        assert!(
+            whole_dir.to_string().contains("/data/m1: sled: corrupt"),
+            "{whole_dir}"
         );
     }
 }

@@ -7,14 +7,19 @@
 //! its write is applied; the flusher takes every waiter queued so far, runs one synchronous
 //! `Db::flush` (which fsyncs every earlier write of the database), then completes them all. At
 //! most one flush is ever in flight, and a burst of appends costs one fsync.
+//!
+//! After each successful flush the flusher also records the [`Watermark`] it captured just
+//! before it: one `pwrite` into a small file, no second fsync (see [`crate::watermark`]).
 
 use std::io;
+use std::sync::Arc;
 use std::sync::mpsc;
 
 use openraft::storage::IOFlushed;
 use tokio::sync::oneshot;
 
 use crate::TypeConfig;
+use crate::watermark::Watermark;
 
 enum Waiter {
     /// openraft's "these log entries are durable" callback.
@@ -30,12 +35,12 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// Starts the flusher thread for `db`.
-    pub fn start(db: sled::Db) -> io::Result<Self> {
+    /// Starts the flusher thread for `db`, recording `watermark` (if any) after each flush.
+    pub fn start(db: sled::Db, watermark: Option<Arc<Watermark>>) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("taurus-flush".into())
-            .spawn(move || run(db, rx))?;
+            .spawn(move || run(db, watermark, rx))?;
         Ok(Self { tx })
     }
 
@@ -60,11 +65,13 @@ impl Flusher {
     }
 }
 
-fn run(db: sled::Db, rx: mpsc::Receiver<Waiter>) {
+fn run(db: sled::Db, watermark: Option<Arc<Watermark>>, rx: mpsc::Receiver<Waiter>) {
     while let Ok(first) = rx.recv() {
         // Everything queued now was written before this flush starts: one fsync covers it all.
         let mut waiters = vec![first];
         waiters.extend(rx.try_iter());
+        // Captured before the flush: the mark then only names writes this flush makes durable.
+        let captured = watermark.as_ref().map(|w| w.capture());
         let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::error!(error = %e, waiters = waiters.len(), "flushing sled failed");
@@ -76,6 +83,10 @@ fn run(db: sled::Db, rx: mpsc::Receiver<Waiter>) {
                     let _ = tx.send(result.clone());
                 }
             }
+        }
+        // After the waiters: the record is not on anyone's commit path.
+        if let (Ok(()), Some(w), Some(c)) = (&result, &watermark, captured) {
+            w.record_flushed(c);
         }
     }
 }

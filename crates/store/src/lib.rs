@@ -14,6 +14,8 @@ pub mod flusher;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
+pub mod verify;
+pub mod watermark;
 
 pub use error::StoreError;
 pub use log_store::LogStore;

@@ -9,9 +9,11 @@
 //! | `raft_meta` | `vote`                      | MessagePack `Vote`                           |
 //! | `raft_meta` | `last_purged`               | MessagePack `LogId`                          |
 //! | `raft_meta` | `committed`                 | MessagePack `LogId`                          |
-//! | `snapshot`  | `meta`, `data`              | see [`crate::state_machine`]                 |
 //!
 //! Big-endian keys sort numerically, so sled's ordered `range`/`last` work on log indexes.
+//! Beside sled's own files (`conf`, `db`, `snap.*`) the directory holds `snapshot.bin` (the
+//! state-machine snapshot, see [`crate::state_machine`]) and `watermark.bin` (the newest vote and
+//! last log id known durable, see [`crate::watermark`]).
 //!
 //! # Durability and write ordering
 //!
@@ -29,14 +31,18 @@
 //!   after a crash only means openraft re-applies less on restart and catches up on the next
 //!   commit; one that is durable always refers to durable entries (they were written first).
 //!
-//! Nothing read from disk is trusted: a value that does not decode, a key of the wrong size or an
-//! entry stored under another index is a [`StoreError::Corrupt`] naming the data dir, the tree and
-//! the key, handed to openraft as an `io::Error` (never a panic).
+//! Nothing read from disk is trusted: [`open`] verifies the whole directory first
+//! ([`crate::verify`]) and refuses a damaged one; later, a value that does not decode, a key of
+//! the wrong size or an entry stored under another index is a [`StoreError::Corrupt`] naming the
+//! data dir, the tree and the key, handed to openraft as an `io::Error` (never a panic).
+//!
+//! `truncate_after` first lowers the durable watermark (one fdatasync of a 512-byte file; rare:
+//! only a follower replacing a deposed leader's uncommitted entries truncates), so the watermark
+//! never claims an entry sled no longer holds.
 
 use std::io;
 use std::ops::Bound;
 use std::ops::RangeBounds;
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,6 +66,8 @@ use crate::codec;
 use crate::error::StoreError;
 use crate::flusher::Flusher;
 use crate::state_machine::StateMachineStore;
+use crate::verify;
+use crate::watermark::Watermark;
 
 /// Version of the on-disk layout and encodings. Bump on any incompatible change (of this crate's
 /// trees and keys, of openraft's serialized types, or of `taurus_core` types in snapshots).
@@ -72,9 +80,9 @@ pub(crate) const TREE_LOG: &str = "raft_log";
 pub(crate) const TREE_META: &str = "raft_meta";
 
 const KEY_SCHEMA: &str = "schema_version";
-const KEY_VOTE: &str = "vote";
-const KEY_LAST_PURGED: &str = "last_purged";
-const KEY_COMMITTED: &str = "committed";
+pub(crate) const KEY_VOTE: &str = "vote";
+pub(crate) const KEY_LAST_PURGED: &str = "last_purged";
+pub(crate) const KEY_COMMITTED: &str = "committed";
 
 type Entry = EntryOf<TypeConfig>;
 type LogId = LogIdOf<TypeConfig>;
@@ -85,18 +93,25 @@ type Vote = VoteOf<TypeConfig>;
 /// The state machine comes back holding the last persisted snapshot, so `applied_state()` reports
 /// the snapshot's last log id; openraft re-applies the committed log after it when the `Raft` is
 /// created.
+///
+/// Before anything is handed out the whole directory is verified ([`crate::verify`]): damaged
+/// data is [`StoreError::Damaged`] (naming the path and the recovery procedure), never a panic
+/// and never loaded.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let db = open_db(dir)?;
-    let log = LogStore::new(&db, dir)?;
-    let sm = StateMachineStore::load(dir)?;
+    let (watermark, durable) = Watermark::open(dir)?;
+    let sm = StateMachineStore::load(dir).map_err(|e| verify::as_damage(dir, e))?;
+    verify::verify(&db, dir, sm.last_applied().as_ref(), durable.as_ref())?;
+    let log = LogStore::new(&db, dir, Arc::new(watermark))?;
     Ok((log, sm))
 }
 
 /// Opens the sled database in `dir` and checks its schema version: a fresh database gets
 /// [`SCHEMA_VERSION`]; an existing one must carry exactly that version.
 ///
-/// A directory sled cannot recover is an error, never a panic (sled panics on some kinds of
-/// damage; that panic is caught and reported as [`StoreError::OpenPanicked`]).
+/// A directory sled cannot recover is [`StoreError::Damaged`], never a panic (sled panics on
+/// some kinds of damage; that panic is caught). I/O errors and a held lock stay
+/// [`StoreError::Open`].
 ///
 /// sled holds an exclusive file lock on the directory until the last handle of its `Db` is
 /// dropped. When a master restarts in-process, handles of the old instance may still be going
@@ -110,10 +125,20 @@ pub fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
     let config = sled::Config::new().path(dir).cache_capacity(CACHE_CAPACITY);
     let deadline = Instant::now() + LOCK_WAIT;
     let db = loop {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
+        match verify::catch_panic(|| config.open()) {
             Ok(Ok(db)) => break db,
             Ok(Err(source)) if is_lock_conflict(&source) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(Err(source)) if verify::is_damage(&source) => {
+                return Err(StoreError::damaged(
+                    dir,
+                    "",
+                    format!(
+                        "sled cannot recover its files (conf, db, snap.*): {}",
+                        verify::sled_detail(&source)
+                    ),
+                ));
             }
             Ok(Err(source)) => {
                 return Err(StoreError::Open {
@@ -121,20 +146,16 @@ pub fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
                     source,
                 });
             }
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".to_string());
-                return Err(StoreError::OpenPanicked {
-                    dir: dir.to_path_buf(),
-                    message,
-                });
+            Err(message) => {
+                return Err(StoreError::damaged(
+                    dir,
+                    "",
+                    format!("sled panicked while recovering its files (conf, db, snap.*): {message}"),
+                ));
             }
         }
     };
-    check_schema(&db, dir, existed)?;
+    check_schema(&db, dir, existed).map_err(|e| verify::as_damage(dir, e))?;
     Ok(db)
 }
 
@@ -177,13 +198,11 @@ fn check_schema(db: &sled::Db, dir: &Path, existed: bool) -> Result<(), StoreErr
         )));
     }
     if existed {
-        return Err(StoreError::corrupt(
+        return Err(StoreError::damaged(
             dir,
-            TREE_META,
-            KEY_SCHEMA,
-            "sled recovered an empty database from existing files: the data is damaged or lost (or a \
-             first start crashed before initializing it). If this master ever joined a cluster, do \
-             not reuse its node id: move the directory away and add the master under a new id",
+            "db",
+            "sled recovered an empty database from existing files: the data is damaged or lost (or \
+             a first start crashed before initializing it)",
         ));
     }
     meta.insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
@@ -201,20 +220,25 @@ pub struct LogStore {
     log: sled::Tree,
     meta: sled::Tree,
     dir: Arc<PathBuf>,
+    /// What sled has been given to write; the flusher records it once durable.
+    watermark: Arc<Watermark>,
 }
 
 impl LogStore {
-    /// A log store on an already opened (and schema-checked) database.
-    pub fn new(db: &sled::Db, dir: &Path) -> Result<Self, StoreError> {
+    /// A log store on an already opened and verified database.
+    pub(crate) fn new(db: &sled::Db, dir: &Path, watermark: Arc<Watermark>) -> Result<Self, StoreError> {
         Ok(Self {
-            flusher: Flusher::start(db.clone()).map_err(|source| StoreError::Durability {
-                what: "cannot start the flusher thread",
-                dir: dir.to_path_buf(),
-                source,
+            flusher: Flusher::start(db.clone(), Some(watermark.clone())).map_err(|source| {
+                StoreError::Durability {
+                    what: "cannot start the flusher thread",
+                    dir: dir.to_path_buf(),
+                    source,
+                }
             })?,
             log: db.open_tree(TREE_LOG)?,
             meta: db.open_tree(TREE_META)?,
             dir: Arc::new(dir.to_path_buf()),
+            watermark,
         })
     }
 
@@ -380,6 +404,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.put_meta(KEY_VOTE, vote)?;
+        self.watermark.wrote_vote(vote);
         self.flush().await?;
         Ok(())
     }
@@ -409,10 +434,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // whole fsync, so a batch would stall RaftCore behind every in-progress flush. A crash
         // before the flush callback can leave only a prefix of these entries (sled recovers its
         // log in order), never a hole, and openraft treats unflushed entries as not durable.
+        let mut last = None;
         for entry in entries {
             self.log
                 .insert(entry.index().to_be_bytes(), codec::encode(&entry)?)
                 .map_err(StoreError::from)?;
+            last = Some(entry.log_id());
+        }
+        if let Some(last) = last {
+            self.watermark.wrote_log(last);
         }
         // Entries are readable now; the flusher reports them durable after a flush that started
         // after this batch was applied (group commit: one fsync for every append queued).
@@ -422,6 +452,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         tracing::debug!(?last_log_id, "truncating raft log after");
+        // The durable watermark goes down first: it must never claim entries sled no longer has.
+        self.watermark
+            .lower_log(last_log_id)
+            .map_err(|source| StoreError::Durability {
+                what: "cannot lower the watermark before truncating the raft log",
+                dir: self.dir.to_path_buf(),
+                source,
+            })?;
         match last_log_id.map(|l| l.index.checked_add(1)) {
             // Nothing can follow u64::MAX.
             Some(None) => return Ok(()),

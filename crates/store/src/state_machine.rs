@@ -12,7 +12,9 @@
 //!   (meta and data, length-framed). It is written to a temporary file, fsynced, renamed over the
 //!   old one and the directory fsynced before `build_snapshot` / `install_snapshot` return, so a
 //!   half-written snapshot never survives a crash (a torn file is detected by its lengths) and an
-//!   older snapshot is never written over a newer one. Not in sled: a large value written to sled
+//!   older snapshot is never written over a newer one. The file ends with a CRC-32 of its
+//!   contents, so a damaged file (a flipped bit in the middle of the state) is refused on start
+//!   rather than loaded as a subtly different state. Not in sled: a large value written to sled
 //!   takes its global lock and stalls every Raft log write behind it (`docs/decisions.md` §7).
 //! - Between snapshots, the Raft log plus the persisted committed log id carry the state: on
 //!   start, [`crate::log_store::open`] loads the last snapshot into memory, and when the `Raft` is
@@ -217,10 +219,14 @@ impl StateMachineStore {
 
 /// The snapshot file's name in the data directory.
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
-const SNAPSHOT_MAGIC: &[u8; 8] = b"TAURSNP1";
+/// Files written before checksums (still read; never written).
+const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"TAURSNP1";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"TAURSNP2";
 
 /// Layout: magic (8 bytes), meta length (u32 BE), meta (MessagePack `SnapshotMeta`), data length
-/// (u64 BE), data. Lengths must account for the whole file: a torn file is detected.
+/// (u64 BE), data, CRC-32 of everything before it (u32 BE). The lengths must account for the
+/// whole file and the checksum must match: a torn or damaged file is detected, never loaded
+/// (version 1 files, without the checksum, only have the length check).
 fn write_snapshot_file(dir: &Path, meta: &[u8], data: &[u8]) -> Result<(), StoreError> {
     use std::io::Write;
     let durability = |what: &'static str| {
@@ -230,13 +236,18 @@ fn write_snapshot_file(dir: &Path, meta: &[u8], data: &[u8]) -> Result<(), Store
     let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
     let meta_len =
         u32::try_from(meta.len()).map_err(|_| StoreError::Snapshot("snapshot meta too large".into()))?;
+    let data_len = (data.len() as u64).to_be_bytes();
+    let mut crc = crc32fast::Hasher::new();
+    let parts: [&[u8]; 5] = [SNAPSHOT_MAGIC, &meta_len.to_be_bytes(), meta, &data_len, data];
     let mut f = std::fs::File::create(&tmp).map_err(durability("cannot create the snapshot file"))?;
     let mut w = std::io::BufWriter::new(&mut f);
-    w.write_all(SNAPSHOT_MAGIC)
-        .and_then(|_| w.write_all(&meta_len.to_be_bytes()))
-        .and_then(|_| w.write_all(meta))
-        .and_then(|_| w.write_all(&(data.len() as u64).to_be_bytes()))
-        .and_then(|_| w.write_all(data))
+    parts
+        .iter()
+        .try_for_each(|part| {
+            crc.update(part);
+            w.write_all(part)
+        })
+        .and_then(|_| w.write_all(&crc.clone().finalize().to_be_bytes()))
         .and_then(|_| w.flush())
         .map_err(durability("cannot write the snapshot file"))?;
     drop(w);
@@ -264,30 +275,47 @@ fn read_snapshot_file(dir: &Path, with_data: bool) -> Result<Option<Snapshot>, S
             });
         }
     };
-    let corrupt = |reason: &str| StoreError::corrupt(dir, SNAPSHOT_FILE, "header", reason.to_string());
-    if bytes.len() < 12 || &bytes[..8] != SNAPSHOT_MAGIC {
-        return Err(corrupt("not a Taurus snapshot file (bad magic or too short)"));
+    let corrupt = |key: &str, reason: &str| StoreError::corrupt(dir, SNAPSHOT_FILE, key, reason.to_string());
+    let body = match bytes.get(..8) {
+        Some(m) if m == SNAPSHOT_MAGIC => {
+            let Some(split) = bytes.len().checked_sub(4) else {
+                return Err(corrupt("header", "too short"));
+            };
+            let (body, crc) = bytes.split_at(split);
+            if crc32fast::hash(body).to_be_bytes() != crc {
+                return Err(corrupt(
+                    "checksum",
+                    "checksum mismatch: the file is damaged or was cut short (torn write?)",
+                ));
+            }
+            body
+        }
+        Some(m) if m == SNAPSHOT_MAGIC_V1 => &bytes[..],
+        _ => {
+            return Err(corrupt(
+                "header",
+                "not a Taurus snapshot file (bad magic or too short)",
+            ));
+        }
+    };
+    if body.len() < 12 {
+        return Err(corrupt("header", "truncated header"));
     }
-    let meta_len = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    let meta_len = u32::from_be_bytes([body[8], body[9], body[10], body[11]]) as usize;
     let meta_end = 12usize
         .checked_add(meta_len)
-        .filter(|e| e + 8 <= bytes.len())
-        .ok_or_else(|| corrupt("truncated meta"))?;
-    let meta: SnapshotMeta = codec::decode(&bytes[12..meta_end])
-        .map_err(|e| StoreError::corrupt(dir, SNAPSHOT_FILE, "meta", e))?;
+        .filter(|e| e.checked_add(8).is_some_and(|end| end <= body.len()))
+        .ok_or_else(|| corrupt("header", "truncated meta"))?;
+    let meta: SnapshotMeta =
+        codec::decode(&body[12..meta_end]).map_err(|e| StoreError::corrupt(dir, SNAPSHOT_FILE, "meta", e))?;
     let mut len = [0u8; 8];
-    len.copy_from_slice(&bytes[meta_end..meta_end + 8]);
-    let data_len = u64::from_be_bytes(len) as usize;
-    if meta_end + 8 + data_len != bytes.len() {
-        return Err(StoreError::corrupt(
-            dir,
-            SNAPSHOT_FILE,
-            "data",
-            "length does not match the file (torn write?)",
-        ));
+    len.copy_from_slice(&body[meta_end..meta_end + 8]);
+    let data_start = meta_end + 8;
+    if u64::from_be_bytes(len) != (body.len() - data_start) as u64 {
+        return Err(corrupt("data", "length does not match the file (torn write?)"));
     }
     let snapshot = if with_data {
-        bytes[meta_end + 8..].to_vec()
+        body[data_start..].to_vec()
     } else {
         Vec::new()
     };

@@ -1,5 +1,6 @@
 //! Durability of the sled store across reopen, snapshot transfer between stores, and rejection
-//! of damaged, corrupt or foreign on-disk data (errors, never panics).
+//! of damaged, corrupt or foreign on-disk data (errors, never panics). Cut files and flipped
+//! bits at scale: `damage.rs`.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -46,6 +47,7 @@ fn lid(term: u64, index: u64) -> LogId {
 fn submit(ids: &[&str]) -> Command {
     Command::SubmitTasks {
         requests: vec![SubmitRequest {
+            request_id: String::new(),
             tasks: ids
                 .iter()
                 .map(|id| TaskSpec {
@@ -211,8 +213,12 @@ fn purge_and_truncate_survive_reopen() {
     run(async {
         let dir = TempDir::new().unwrap();
         {
-            let (mut log, _sm) = must_open(dir.path());
+            let (mut log, mut sm) = must_open(dir.path());
+            // As Raft does it: a vote before entries of its term, a snapshot before a purge.
+            log.save_vote(&Vote::new_committed(2, NODE)).await.unwrap();
             log.blocking_append(sample_log()).await.unwrap();
+            apply(&mut sm, sample_log().into_iter().take(2)).await.unwrap();
+            sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
             log.purge(lid(1, 1)).await.unwrap();
             log.truncate_after(Some(lid(2, 3))).await.unwrap();
         }
@@ -440,83 +446,130 @@ fn a_fresh_dir_gets_the_schema_version_and_reopens() {
     assert_eq!(v.as_ref(), SCHEMA_VERSION.to_be_bytes());
 }
 
-#[test]
-fn corrupt_values_are_errors_not_panics() {
-    run(async {
-        let dir = TempDir::new().unwrap();
-        {
-            let (mut log, mut sm) = must_open(dir.path());
-            log.save_vote(&Vote::new_committed(2, NODE)).await.unwrap();
-            log.blocking_append(sample_log()).await.unwrap();
-            apply(&mut sm, sample_log()).await.unwrap();
-            sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
-        }
-        {
-            let db = raw_db(dir.path());
-            let log = db.open_tree("raft_log").unwrap();
-            log.insert(1u64.to_be_bytes(), b"\xc1garbage".as_slice()).unwrap();
-            // Index 3 holds the entry of index 4.
-            let four = log.get(4u64.to_be_bytes()).unwrap().unwrap();
-            log.insert(3u64.to_be_bytes(), four).unwrap();
-            db.flush().unwrap();
-        }
-        let (mut log, sm) = must_open(dir.path());
-        let err = log
-            .try_get_log_entries(0..6)
-            .await
-            .expect_err("garbage entry must be an error");
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        let msg = err.to_string();
-        assert!(msg.contains("raft_log") && msg.contains("index 1"), "{msg}");
-        assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
-        let err = log
-            .try_get_log_entries(2..4)
-            .await
-            .expect_err("misplaced entry must be an error");
-        assert!(err.to_string().contains("holds the entry of index 4"), "{err}");
-        // Untouched entries still read.
-        assert_eq!(log.try_get_log_entries(4..6).await.unwrap().len(), 2);
-        drop((log, sm));
+/// Damages the store in `dir` through a raw sled handle, then expects `open` to refuse it as
+/// damaged with `want` in the message (which always names the data dir and the recovery).
+fn expect_damaged(dir: &Path, want: &str, tamper: impl FnOnce(&sled::Db)) {
+    {
+        let db = raw_db(dir);
+        tamper(&db);
+        db.flush().unwrap();
+    }
+    let err = open(dir).err().expect("damaged data must not open");
+    assert!(matches!(err, StoreError::Damaged { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(want), "{want:?} missing from {msg}");
+    assert!(
+        msg.contains(&dir.display().to_string()) && msg.contains("remove-master"),
+        "{msg}"
+    );
+}
 
-        // A corrupt last entry breaks get_log_state; a corrupt vote breaks read_vote.
-        {
-            let db = raw_db(dir.path());
+/// A store with a vote, the sample log, its state applied and a snapshot; returns its dir.
+fn full_dir() -> TempDir {
+    let dir = TempDir::new().unwrap();
+    run(async {
+        let (mut log, mut sm) = must_open(dir.path());
+        log.save_vote(&Vote::new_committed(2, NODE)).await.unwrap();
+        log.blocking_append(sample_log()).await.unwrap();
+        apply(&mut sm, sample_log()).await.unwrap();
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    });
+    dir
+}
+
+#[test]
+fn corrupt_values_are_refused_at_open() {
+    let dir = full_dir();
+    drop(must_open(dir.path()));
+
+    let garbage = |index: u64| {
+        move |db: &sled::Db| {
             db.open_tree("raft_log")
                 .unwrap()
-                .insert(5u64.to_be_bytes(), b"".as_slice())
+                .insert(index.to_be_bytes(), b"\xc1garbage".as_slice())
                 .unwrap();
-            db.open_tree("raft_meta")
-                .unwrap()
-                .insert("vote", b"\x93".as_slice())
-                .unwrap();
-            db.flush().unwrap();
         }
-        let (mut log, sm) = must_open(dir.path());
-        assert!(log.get_log_state().await.is_err());
-        let err = log.read_vote().await.expect_err("corrupt vote");
-        assert!(err.to_string().contains("vote"), "{err}");
-        drop((log, sm));
+    };
+    expect_damaged(dir.path(), "raft log entry 1 does not decode", garbage(1));
 
-        // A corrupt snapshot file makes open fail with a clear error naming it.
-        let snap = dir.path().join(taurus_store::state_machine::SNAPSHOT_FILE);
-        let good = std::fs::read(&snap).expect("a snapshot file was written above");
-        std::fs::write(&snap, b"nope").unwrap();
-        let err = open(dir.path()).err().expect("corrupt snapshot must fail open");
-        assert!(
-            matches!(
-                err,
-                StoreError::Corrupt {
-                    tree: "snapshot.bin",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        // A torn write (the file cut short) is detected too.
-        std::fs::write(&snap, &good[..good.len() - 1]).unwrap();
-        let err = open(dir.path()).err().expect("half a snapshot must fail open");
-        assert!(err.to_string().contains("torn write"), "{err}");
+    let dir = full_dir();
+    expect_damaged(dir.path(), "index 3 holds the entry of index 4", |db| {
+        let log = db.open_tree("raft_log").unwrap();
+        let four = log.get(4u64.to_be_bytes()).unwrap().unwrap();
+        log.insert(3u64.to_be_bytes(), four).unwrap();
     });
+
+    let dir = full_dir();
+    expect_damaged(dir.path(), "entries 3..4 are missing", |db| {
+        db.open_tree("raft_log")
+            .unwrap()
+            .remove(3u64.to_be_bytes())
+            .unwrap();
+    });
+
+    let dir = full_dir();
+    expect_damaged(dir.path(), "\"vote\" does not decode", |db| {
+        db.open_tree("raft_meta")
+            .unwrap()
+            .insert("vote", b"\x93".as_slice())
+            .unwrap();
+    });
+
+    // An older vote than the log's terms: the vote was lost.
+    let dir = full_dir();
+    expect_damaged(dir.path(), "the vote was lost", |db| {
+        let meta = db.open_tree("raft_meta").unwrap();
+        meta.insert(
+            "vote",
+            taurus_store::codec::encode(&Vote::new_committed(1, NODE)).unwrap(),
+        )
+        .unwrap();
+    });
+
+    // A purge point the snapshot does not cover.
+    let dir = full_dir();
+    std::fs::remove_file(dir.path().join(taurus_store::state_machine::SNAPSHOT_FILE)).unwrap();
+    expect_damaged(dir.path(), "snapshot covers only nothing", |db| {
+        let meta = db.open_tree("raft_meta").unwrap();
+        meta.insert("last_purged", taurus_store::codec::encode(&lid(1, 1)).unwrap())
+            .unwrap();
+        let log = db.open_tree("raft_log").unwrap();
+        log.remove(0u64.to_be_bytes()).unwrap();
+        log.remove(1u64.to_be_bytes()).unwrap();
+    });
+
+    // A committed id past the end of the log.
+    let dir = full_dir();
+    expect_damaged(dir.path(), "beyond the end of the log", |db| {
+        let meta = db.open_tree("raft_meta").unwrap();
+        meta.insert("committed", taurus_store::codec::encode(&lid(2, 9)).unwrap())
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_damaged_snapshot_file_is_refused_at_open() {
+    let dir = full_dir();
+    let snap = dir.path().join(taurus_store::state_machine::SNAPSHOT_FILE);
+    let good = std::fs::read(&snap).expect("a snapshot file was written");
+    let check = |bytes: &[u8], want: &str| {
+        std::fs::write(&snap, bytes).unwrap();
+        let err = open(dir.path()).err().expect("a damaged snapshot must fail open");
+        let StoreError::Damaged { path, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(path, &snap);
+        assert!(err.to_string().contains(want), "{want:?} missing from {err}");
+    };
+    check(b"nope", "not a Taurus snapshot file");
+    check(&good[..good.len() - 1], "checksum mismatch");
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    check(&flipped, "checksum mismatch");
+    // Restored, it opens again.
+    std::fs::write(&snap, &good).unwrap();
+    drop(must_open(dir.path()));
 }
 
 /// A data dir that was opened once (so it holds a schema version and a vote).
@@ -535,7 +588,7 @@ fn a_damaged_sled_dir_is_an_error_not_a_panic() {
     let dir = used_dir();
     std::fs::write(dir.path().join("conf"), b"this is not a sled config file").unwrap();
     let err = open(dir.path()).err().expect("garbage conf");
-    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(matches!(err, StoreError::Damaged { .. }), "{err:?}");
     assert!(
         err.to_string().contains(&dir.path().display().to_string()),
         "{err}"
@@ -547,7 +600,7 @@ fn a_damaged_sled_dir_is_an_error_not_a_panic() {
         let dir = used_dir();
         std::fs::write(dir.path().join("db"), damage).unwrap();
         let err = open(dir.path()).err().expect("damaged db file");
-        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert!(matches!(err, StoreError::Damaged { .. }), "{err:?}");
         assert!(err.to_string().contains("damaged or lost"), "{err}");
     }
 

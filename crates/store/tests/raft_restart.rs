@@ -110,6 +110,7 @@ async fn start(dir: &std::path::Path) -> (Raft, StateMachineStore) {
 fn submit(id: &str) -> Command {
     Command::SubmitTasks {
         requests: vec![SubmitRequest {
+            request_id: String::new(),
             tasks: vec![TaskSpec {
                 id: id.to_string(),
                 command: vec!["true".into()],

@@ -87,6 +87,9 @@ pub enum AnomalyKind {
     StartAfterCancel,
     /// A task started before a dependency succeeded, or succeeded though a dependency did not.
     DependencyViolation,
+    /// A node crashed, or refused to restart without saying why (observed by the harness,
+    /// not by a checker).
+    NodeFailure,
     /// A task's operations have no linearization.
     NonLinearizable,
 }
@@ -255,7 +258,9 @@ pub fn all_checkers() -> Vec<Box<dyn Checker>> {
         Box::new(terminal::TerminalChecker),
         Box::new(completions::CompletionChecker),
         Box::new(overlap::OverlapChecker::default()),
-        Box::new(cancel::CancelChecker::default()),
+        Box::new(cancel::CancelChecker {
+            epsilon_ns: cancel::START_UP_ALLOWANCE_NS,
+        }),
         Box::new(dependency::DependencyChecker::default()),
         Box::new(linearizable::LinearizableChecker::default()),
     ]

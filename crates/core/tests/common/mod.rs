@@ -40,11 +40,15 @@ pub fn now_for(index: u64) -> u64 {
     1_700_000_000_000 + index * 10
 }
 
+/// A SubmitTasks command of requests without a `request_id`.
 pub fn submit_cmd(requests: Vec<Vec<TaskSpec>>, now_ms: u64) -> Command {
     Command::SubmitTasks {
         requests: requests
             .into_iter()
-            .map(|tasks| SubmitRequest { tasks })
+            .map(|tasks| SubmitRequest {
+                tasks,
+                request_id: String::new(),
+            })
             .collect(),
         now_ms,
     }
@@ -68,6 +72,38 @@ pub fn submit(
         Response::Submit(results) => results,
         other => panic!("SubmitTasks answered {other:?}"),
     }
+}
+
+/// Applies a SubmitTasks entry holding `requests` as they are (keys included).
+pub fn submit_requests(
+    state: &mut State,
+    index: u64,
+    requests: Vec<SubmitRequest>,
+) -> Vec<Result<Vec<Submitted>, Rejection>> {
+    let cmd = Command::SubmitTasks {
+        requests,
+        now_ms: now_for(index),
+    };
+    match state.apply(index, cmd) {
+        Response::Submit(results) => results,
+        other => panic!("SubmitTasks answered {other:?}"),
+    }
+}
+
+/// Applies a SubmitTasks entry holding a single request with idempotency key `request_id`.
+pub fn submit_keyed(
+    state: &mut State,
+    index: u64,
+    request_id: &str,
+    tasks: Vec<TaskSpec>,
+) -> Result<Vec<Submitted>, Rejection> {
+    let request = SubmitRequest {
+        tasks,
+        request_id: request_id.to_string(),
+    };
+    let mut results = submit_requests(state, index, vec![request]);
+    assert_eq!(results.len(), 1, "one result per request");
+    results.pop().unwrap()
 }
 
 /// Applies a SubmitTasks entry holding a single request.

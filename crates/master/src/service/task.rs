@@ -4,9 +4,11 @@ use std::pin::Pin;
 
 use futures::Stream;
 use taurus_core::Command;
+use taurus_core::Rejection;
 use taurus_core::Response as CoreResponse;
 use taurus_core::TaskSpec;
 use taurus_core::TaskState;
+use taurus_core::command::SubmitRequest;
 use taurus_core::validate;
 use taurus_protocol::convert::task_state_from_i32;
 use taurus_protocol::v1;
@@ -46,6 +48,18 @@ fn submit_response(results: Vec<taurus_core::command::Submitted>, index: u64) ->
             .collect(),
         log_index: index,
     }
+}
+
+/// Converts and validates one wire request (ids already filled in). The state machine checks it
+/// all again at apply; checking here answers bad input without a Raft round trip.
+fn submit_request(msg: &v1::SubmitTasksRequest) -> Result<SubmitRequest, Rejection> {
+    validate::validate_request_id(&msg.request_id)?;
+    let tasks: Vec<TaskSpec> = msg.tasks.iter().cloned().map(TaskSpec::from).collect();
+    validate::validate_request(&tasks)?;
+    Ok(SubmitRequest {
+        tasks,
+        request_id: msg.request_id.clone(),
+    })
 }
 
 /// One request's outcome inside a `SubmitMany` reply.
@@ -105,21 +119,24 @@ impl TaskService for TaskApi {
     ) -> Result<Response<v1::SubmitTasksResponse>, Status> {
         let forwarded = is_forwarded(&req);
         let mut msg = req.into_inner();
-        // Ids are the idempotency key: the client library always sets them. A bare gRPC caller
-        // that leaves one empty gets a fresh UUIDv7 (and loses retry-safety for that task).
+        // Ids make a retry never create a second task: the client library always sets them. A
+        // bare gRPC caller that leaves one empty gets a fresh UUIDv7 (and loses retry-safety for
+        // that task). `request_id` (kept as is, also when forwarded) makes a retry of a request
+        // that did commit answer `created: true` like the original.
         for t in msg.tasks.iter_mut().filter(|t| t.id.is_empty()) {
             t.id = uuid::Uuid::now_v7().to_string();
         }
-        let specs: Vec<TaskSpec> = msg.tasks.iter().cloned().map(TaskSpec::from).collect();
-        validate::validate_request(&specs).map_err(rejection_status)?;
-        let mut specs = Some(specs);
+        let request = submit_request(&msg).map_err(rejection_status)?;
+        let mut request = Some(request);
         let node = &self.node;
         let local = || {
-            let specs = specs
-                .take()
-                .unwrap_or_else(|| msg.tasks.iter().cloned().map(TaskSpec::from).collect());
+            // Built again (from the same message, key included) if the first try found no leader.
+            let request = request.take().unwrap_or_else(|| SubmitRequest {
+                tasks: msg.tasks.iter().cloned().map(TaskSpec::from).collect(),
+                request_id: msg.request_id.clone(),
+            });
             async move {
-                match node.batcher.submit(specs).await {
+                match node.batcher.submit(request).await {
                     Ok((Ok(results), index)) => {
                         Attempt::Done(Ok(Response::new(submit_response(results, index))))
                     }
@@ -168,13 +185,12 @@ impl TaskService for TaskApi {
         // Invalid requests get their own error outcome; only valid ones are proposed.
         let mut template: Vec<v1::SubmitOutcome> = Vec::with_capacity(msg.requests.len());
         let mut valid: Vec<usize> = Vec::with_capacity(msg.requests.len());
-        let mut specs: Vec<Vec<TaskSpec>> = Vec::with_capacity(msg.requests.len());
+        let mut requests: Vec<SubmitRequest> = Vec::with_capacity(msg.requests.len());
         for (i, r) in msg.requests.iter().enumerate() {
-            let converted: Vec<TaskSpec> = r.tasks.iter().cloned().map(TaskSpec::from).collect();
-            match validate::validate_request(&converted) {
-                Ok(()) => {
+            match submit_request(r) {
+                Ok(request) => {
                     valid.push(i);
-                    specs.push(converted);
+                    requests.push(request);
                     template.push(v1::SubmitOutcome::default());
                 }
                 Err(rejection) => template.push(outcome_of(Err(rejection_status(rejection)))),
@@ -183,25 +199,26 @@ impl TaskService for TaskApi {
         if valid.is_empty() {
             return Ok(Response::new(v1::SubmitManyResponse { outcomes: template }));
         }
-        let mut specs = Some(specs);
+        let mut requests = Some(requests);
         let node = &self.node;
         let (valid_ref, template_ref, msg_ref) = (&valid, &template, &msg);
         let local = || {
-            let specs = specs.take().unwrap_or_else(|| {
+            let requests = requests.take().unwrap_or_else(|| {
                 valid_ref
                     .iter()
-                    .map(|&i| {
-                        msg_ref.requests[i]
+                    .map(|&i| SubmitRequest {
+                        tasks: msg_ref.requests[i]
                             .tasks
                             .iter()
                             .cloned()
                             .map(TaskSpec::from)
-                            .collect()
+                            .collect(),
+                        request_id: msg_ref.requests[i].request_id.clone(),
                     })
                     .collect()
             });
             async move {
-                match node.batcher.submit_many(specs).await {
+                match node.batcher.submit_many(requests).await {
                     Ok((results, index)) => {
                         let mut outcomes = template_ref.clone();
                         for (&i, result) in valid_ref.iter().zip(results) {

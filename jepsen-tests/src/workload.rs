@@ -51,7 +51,7 @@ pub struct WorkloadConfig {
     /// How long workers keep issuing operations.
     pub time_limit: Duration,
     pub seed: u64,
-    /// The shared execution log every task appends to.
+    /// The directory of the execution logs: each task appends to `<dir>/<agent>.log`.
     pub exec_log: PathBuf,
     /// Deadline of one client call.
     pub deadline: Duration,
@@ -86,7 +86,8 @@ struct Shared {
 pub const BOUND_SLACK: Duration = Duration::from_millis(300);
 
 /// The shell script of a logging task: appends a start line and, unless `fail`, an end line
-/// (`success: true`) in the [`crate::execlog`] format to `$TJ_LOG`; a failing task appends an end
+/// (`success: true`) in the [`crate::execlog`] format to its agent's log `$TJ_LOG/<agent>.log`; a
+/// failing task appends an end
 /// line with `success: false` and exits 1. Times are the wall clock minus `$TJ_ORIGIN` (the
 /// recorder's origin), so they are on the history's clock. The agent id is the name of the
 /// agent's work directory (the task runs in `WORK_DIR/tasks/ID-TOKEN`). Every line carries
@@ -99,10 +100,10 @@ pub fn task_script(sleep_ms: u64, fail: bool) -> String {
         r#"A="${{PWD%/tasks/*}}"; A="${{A##*/}}"
 S=$(( $(date +%s%N) - TJ_ORIGIN ))
 L="\"task\":\"$TAURUS_TASK_ID\",\"attempt\":$TAURUS_ATTEMPT,\"token\":$TAURUS_FENCING_TOKEN,\"agent\":\"$A\",\"start_ns\":$S,\"bound_ns\":{bound}"
-echo "{{$L}}" >> "$TJ_LOG"
+echo "{{$L}}" >> "$TJ_LOG/$A.log"
 sleep {sleep}
 E=$(( $(date +%s%N) - TJ_ORIGIN ))
-echo "{{$L,\"end_ns\":$E,\"success\":{success}}}" >> "$TJ_LOG"
+echo "{{$L,\"end_ns\":$E,\"success\":{success}}}" >> "$TJ_LOG/$A.log"
 exit {code}"#
     )
 }
@@ -122,16 +123,16 @@ pub fn long_task_script(duration: Duration, fail: bool) -> String {
         r#"A="${{PWD%/tasks/*}}"; A="${{A##*/}}"
 S=$(( $(date +%s%N) - TJ_ORIGIN ))
 L="\"task\":\"$TAURUS_TASK_ID\",\"attempt\":$TAURUS_ATTEMPT,\"token\":$TAURUS_FENCING_TOKEN,\"agent\":\"$A\",\"start_ns\":$S"
-echo "{{$L}}" >> "$TJ_LOG"
+echo "{{$L}}" >> "$TJ_LOG/$A.log"
 i=0
 while [ $i -lt {ticks} ]; do
   sleep {PROGRESS_TICK_SECS}
   i=$((i + 1))
   P=$(( $(date +%s%N) - TJ_ORIGIN ))
-  echo "{{$L,\"end_ns\":$P}}" >> "$TJ_LOG"
+  echo "{{$L,\"end_ns\":$P}}" >> "$TJ_LOG/$A.log"
 done
 E=$(( $(date +%s%N) - TJ_ORIGIN ))
-echo "{{$L,\"end_ns\":$E,\"success\":{success}}}" >> "$TJ_LOG"
+echo "{{$L,\"end_ns\":$E,\"success\":{success}}}" >> "$TJ_LOG/$A.log"
 exit {code}"#
     )
 }

@@ -216,7 +216,7 @@ impl Cluster {
             keep_data,
         };
         for i in 0..n_masters {
-            std::fs::write(c.clock_file(i), "0\n")?;
+            write_clock(&c.clock_file(i), 0)?;
             c.start_master(i)?;
         }
         for a in 0..n_agents {
@@ -374,7 +374,7 @@ impl Cluster {
         self.net.set_grudge(&Grudge::new())?;
         for i in 0..self.masters.len() {
             self.masters[i].node.resume();
-            std::fs::write(self.clock_file(i), "0\n")?;
+            write_clock(&self.clock_file(i), 0)?;
             if !self.masters[i].node.is_running() {
                 self.start_master(i)?;
             }
@@ -419,6 +419,14 @@ impl Cluster {
             let _ = std::fs::remove_dir_all(self.dir.join(&a.name));
         }
     }
+}
+
+/// Writes a master's clock offset file atomically (temp file + rename), so the master's watcher
+/// never reads it half-written.
+pub fn write_clock(path: &Path, offset_ms: i64) -> std::io::Result<()> {
+    let tmp = path.with_extension("clock.tmp");
+    std::fs::write(&tmp, format!("{offset_ms}\n"))?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Adds a symmetric cut between `host` and every one of `others` to `grudge`.

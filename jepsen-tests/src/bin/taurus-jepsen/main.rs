@@ -9,7 +9,7 @@
 //! Every master and agent is a real `taurus` process in its own network namespace with its own
 //! address on a bridge ([`taurus_jepsen::net`]; needs root), with real sled directories.
 //! Results go to `jepsen-tests/results/<timestamp>-<pid>/` (or `--results-dir`):
-//! `history.jsonl`, `executions.log`, `report.txt`, `report.html`, `latency.svg`, `rate.svg`
+//! `history.jsonl`, `executions/<agent>.log`, `report.txt`, `report.html`, `latency.svg`, `rate.svg`
 //! and every node's log; the sled directories are removed at the end unless `--keep-data`.
 //!
 //! Exit codes: 0 every checker valid; 1 a checker found an anomaly; 2 a checker could not decide
@@ -327,8 +327,9 @@ async fn run_on(
     wait_ready(&admin, args.agents, cluster).await?;
 
     let rec = Arc::new(Recorder::new());
-    let exec_log = dir.join("executions.log");
-    std::fs::write(&exec_log, "")?;
+    // One execution log per agent, written by the tasks themselves: executions/<agent>.log.
+    let exec_log = dir.join("executions");
+    std::fs::create_dir_all(&exec_log)?;
     let stop_at = Instant::now() + args.time_limit;
     let ctx = Arc::new(Ctx::new(
         cluster.clone(),
@@ -384,8 +385,22 @@ async fn run_on(
 
     let history = rec.history();
     let ops = history.ops()?;
-    let log_text = std::fs::read_to_string(&exec_log)?;
-    let executions = execlog::merge_executions(execlog::parse_execution_log(&log_text, "executions.log")?);
+    let mut lines = Vec::new();
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(&exec_log)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    for log in &logs {
+        let name = log
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = std::fs::read_to_string(log)?;
+        lines.extend(execlog::parse_execution_log(&text, &name)?);
+    }
+    let executions = execlog::merge_executions(lines);
     let input = CheckInput {
         ops: &ops,
         executions: &executions,

@@ -28,6 +28,7 @@ use taurus_jepsen::report::NEMESIS_PROCESS;
 
 use crate::cluster::Cluster;
 use crate::cluster::add_cut;
+use crate::cluster::write_clock;
 
 pub type Shared<T> = Arc<Mutex<T>>;
 
@@ -543,11 +544,11 @@ async fn inject(ctx: &Ctx, fault: Fault, target: usize, rng: &mut StdRng) -> any
             let offset_ms: i64 = rng.random_range(1_000..120_000) * if rng.random_bool(0.5) { 1 } else { -1 };
             let file = lock(&ctx.cluster).clock_file(target);
             let v = json!({"node": names(&lock(&ctx.cluster), &[target]), "offset_ms": offset_ms});
-            let r = std::fs::write(&file, format!("{offset_ms}\n"));
+            let r = write_clock(&file, offset_ms);
             ctx.step(&start, v.clone());
             r?;
             tokio::time::sleep(hold(rng, 2000, 4000)).await;
-            let r = std::fs::write(&file, "0\n");
+            let r = write_clock(&file, 0);
             ctx.step(&stop, v);
             r?;
         }

@@ -26,10 +26,12 @@ const NO_FENCE_TUNING: &[&str] = &[
     "--no-cancel",
 ];
 
-/// `stale-read`: masters answer reads from their own state without confirming leadership. The
-/// nemesis isolates the leader from the other masters (clients still reach it) for 4 s at a
-/// time; the old leader's frozen state is then read after newer states were seen elsewhere.
-const STALE_READ_TUNING: &[&str] = &[
+/// The nemesis isolates the leader from the other masters (clients still reach it) for 4 s at a
+/// time. `stale-read` (masters answer reads from their own state without confirming
+/// leadership): the old leader's frozen state is read after newer states were seen elsewhere.
+/// `ack-before-commit` (masters answer submits before the write commits): what the isolated
+/// leader acknowledged never commits and is discarded when the partition heals.
+const LEADER_PARTITION_TUNING: &[&str] = &[
     "--time-limit",
     "20s",
     "--seed",
@@ -59,16 +61,38 @@ fn no_fence_bug_is_caught_and_the_same_run_without_it_passes() {
 }
 
 #[test]
-fn stale_read_bug_is_caught_and_the_same_run_without_it_passes() {
-    let bad = common::run(&with(STALE_READ_TUNING, &["--inject-bug", "stale-read"]));
-    assert_eq!(bad.code, Some(1), "the injected bug was not caught\n{}", bad.text);
+fn stale_read_and_ack_before_commit_bugs_are_caught_and_the_same_run_without_them_passes() {
+    let bad = common::run(&with(LEADER_PARTITION_TUNING, &["--inject-bug", "stale-read"]));
+    assert_eq!(
+        bad.code,
+        Some(1),
+        "the injected stale-read bug was not caught\n{}",
+        bad.text
+    );
     assert!(
         bad.verdicts()
             .iter()
             .any(|l| l.starts_with("linearizable-status: INVALID")
                 || l.starts_with("terminal-stable: INVALID")),
-        "neither linearizable-status nor terminal-stable reported the bug\n{}",
+        "neither linearizable-status nor terminal-stable reported the stale reads\n{}",
         bad.text
     );
-    common::run(STALE_READ_TUNING).assert_all_valid();
+
+    let bad = common::run(&with(
+        LEADER_PARTITION_TUNING,
+        &["--inject-bug", "ack-before-commit"],
+    ));
+    assert_eq!(
+        bad.code,
+        Some(1),
+        "the injected ack-before-commit bug was not caught\n{}",
+        bad.text
+    );
+    assert!(
+        bad.verdicts().iter().any(|l| l.starts_with("lost: INVALID")),
+        "lost did not report the acknowledged-but-lost submits\n{}",
+        bad.text
+    );
+
+    common::run(LEADER_PARTITION_TUNING).assert_all_valid();
 }

@@ -54,10 +54,18 @@ const PEER_QUERY_TIMEOUT: Duration = Duration::from_millis(500);
 /// catch stale reads (an isolated old leader keeps answering).
 pub const UNSAFE_STALE_READS_ENV: &str = "TAURUS_UNSAFE_STALE_READS";
 
-/// Whether a value of [`UNSAFE_STALE_READS_ENV`] turns the bug on: only exactly `"1"` does.
+/// Whether a value of [`UNSAFE_STALE_READS_ENV`] (or [`UNSAFE_ACK_BEFORE_COMMIT_ENV`]) turns
+/// the bug on: only exactly `"1"` does.
 pub fn unsafe_stale_reads_enabled(value: Option<&str>) -> bool {
     value == Some("1")
 }
+
+/// Bug injection, never to be set outside the failure-injection suite: with `1`, a master
+/// answers `SubmitTasks` as soon as it has handed the request on (to its own Raft log or to the
+/// leader), before anything is committed, as a broken "fast path" would. Submits then get lost
+/// whenever the write does not commit (the receiver is not the leader, is partitioned, or dies),
+/// which the suite's `lost` checker must report.
+pub const UNSAFE_ACK_BEFORE_COMMIT_ENV: &str = "TAURUS_UNSAFE_ACK_BEFORE_COMMIT";
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
@@ -75,6 +83,8 @@ pub struct Node {
     pub channels: Channels,
     /// Bug injection ([`UNSAFE_STALE_READS_ENV`]): linearizable reads skip the read barrier.
     pub unsafe_stale_reads: bool,
+    /// Bug injection ([`UNSAFE_ACK_BEFORE_COMMIT_ENV`]): submits are answered before commit.
+    pub unsafe_ack_before_commit: bool,
 }
 
 /// Where a write should be handled.
@@ -247,6 +257,14 @@ pub async fn run_with_listener(
             "UNSAFE: linearizable reads disabled; reads may be stale"
         );
     }
+    let unsafe_ack_before_commit =
+        unsafe_stale_reads_enabled(std::env::var(UNSAFE_ACK_BEFORE_COMMIT_ENV).ok().as_deref());
+    if unsafe_ack_before_commit {
+        tracing::error!(
+            env = UNSAFE_ACK_BEFORE_COMMIT_ENV,
+            "UNSAFE: submits acknowledged before commit; acknowledged tasks may be lost"
+        );
+    }
     let (log_store, sm) = taurus_store::log_store::open(&config.data_dir).inspect_err(|e| {
         if matches!(e, taurus_store::StoreError::Damaged { .. }) {
             tracing::error!(
@@ -283,6 +301,7 @@ pub async fn run_with_listener(
         lease_timeout: config.scheduler.lease_timeout,
         channels,
         unsafe_stale_reads,
+        unsafe_ack_before_commit,
     };
     let addr = listener
         .local_addr()

@@ -91,6 +91,45 @@ impl TaskApi {
         Self { node }
     }
 
+    /// The injected bug [`crate::node::UNSAFE_ACK_BEFORE_COMMIT_ENV`]: hands the request on in
+    /// the background and answers "created" at once, committed or not.
+    fn ack_before_commit(
+        &self,
+        msg: v1::SubmitTasksRequest,
+        request: SubmitRequest,
+    ) -> v1::SubmitTasksResponse {
+        let answer = v1::SubmitTasksResponse {
+            results: msg
+                .tasks
+                .iter()
+                .map(|t| v1::SubmitResult {
+                    id: t.id.clone(),
+                    created: true,
+                    state: v1::TaskState::Pending as i32,
+                    log_index: 0,
+                })
+                .collect(),
+            log_index: 0,
+        };
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            match node.route() {
+                crate::node::Route::Local => {
+                    let _ = node.batcher.submit(request).await;
+                }
+                crate::node::Route::Forward(leader) => {
+                    if let Ok(ch) = node.channels.get(&leader.addr) {
+                        let _ = TaskServiceClient::new(ch)
+                            .submit_tasks(forward_request(&node, msg))
+                            .await;
+                    }
+                }
+                crate::node::Route::NoLeader => {}
+            }
+        });
+        answer
+    }
+
     fn read_info(&self, applied: u64, stale: bool) -> v1::ReadInfo {
         v1::ReadInfo {
             served_by: self.node.id,
@@ -127,6 +166,9 @@ impl TaskService for TaskApi {
             t.id = uuid::Uuid::now_v7().to_string();
         }
         let request = submit_request(&msg).map_err(rejection_status)?;
+        if self.node.unsafe_ack_before_commit && !forwarded {
+            return Ok(Response::new(self.ack_before_commit(msg, request)));
+        }
         let mut request = Some(request);
         let node = &self.node;
         let local = || {

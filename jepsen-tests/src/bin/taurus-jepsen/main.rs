@@ -124,6 +124,9 @@ enum InjectBug {
     /// Masters answer linearizable reads from their local state without a read index:
     /// `TAURUS_UNSAFE_STALE_READS=1`.
     StaleRead,
+    /// Masters answer submits before the write is committed:
+    /// `TAURUS_UNSAFE_ACK_BEFORE_COMMIT=1`.
+    AckBeforeCommit,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -283,6 +286,13 @@ async fn run(args: Args, dir: PathBuf) -> anyhow::Result<Valid> {
             (
                 Vec::new(),
                 vec![("TAURUS_AGENT_UNSAFE_NO_FENCE".to_string(), "1".to_string())],
+            )
+        }
+        Some(InjectBug::AckBeforeCommit) => {
+            println!("INJECTED BUG: ack-before-commit (masters run with TAURUS_UNSAFE_ACK_BEFORE_COMMIT=1)");
+            (
+                vec![("TAURUS_UNSAFE_ACK_BEFORE_COMMIT".to_string(), "1".to_string())],
+                Vec::new(),
             )
         }
         Some(InjectBug::StaleRead) => {

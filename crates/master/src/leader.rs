@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::OnceLock;
 use std::sync::PoisonError;
+use std::time::Duration;
 use std::time::Instant;
 
 use openraft::async_runtime::watch::WatchReceiver;
@@ -95,13 +96,20 @@ impl LeaderDuties {
 /// Runs forever on every master: whenever this master leads, runs the duties for that term.
 pub async fn run(node: Node, tuning: SchedulerTuning, policy: Arc<dyn Policy>) {
     let mut metrics = node.raft.metrics();
+    // Raft can report this master leading while refusing its proposals (just elected and cut
+    // off from every peer, or stepping down): then the duties are retried with back-off, never
+    // in a spin (the failure-injection suite found a loop of 270,000 restarts a second).
+    let mut retry: Option<(u64, Duration)> = None;
     loop {
         let (leader, term) = {
             let m = metrics.borrow_watched();
             (m.current_leader, m.current_term)
         };
         if leader == Some(node.id) {
-            tracing::info!(term, policy = policy.name(), "leader duties start");
+            let first = retry.is_none_or(|(t, _)| t != term);
+            if first {
+                tracing::info!(term, policy = policy.name(), "leader duties start");
+            }
             {
                 let mut g = node
                     .duties
@@ -122,13 +130,27 @@ pub async fn run(node: Node, tuning: SchedulerTuning, policy: Arc<dyn Policy>) {
                 .observed
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = None;
+            if still_leads(&node, term) {
+                let wait = match retry {
+                    Some((t, w)) if t == term => (w * 2).min(MAX_DUTY_RETRY),
+                    _ => tuning.interval,
+                };
+                tracing::debug!(term, ?wait, "leader duties refused by raft; retrying");
+                retry = Some((term, wait));
+                tokio::time::sleep(wait).await;
+                continue;
+            }
             tracing::info!(term, "leader duties stop");
         }
+        retry = None;
         if metrics.changed().await.is_err() {
             return;
         }
     }
 }
+
+/// Longest wait between two tries of the duties while Raft refuses them (see [`run`]).
+const MAX_DUTY_RETRY: Duration = Duration::from_secs(1);
 
 fn still_leads(node: &Node, term: u64) -> bool {
     let m = node.metrics();
@@ -167,7 +189,7 @@ async fn propose(node: &Node, cmd: Command) -> Result<taurus_core::Response, Sto
     match node.raft.client_write(cmd).await {
         Ok(r) => Ok(r.data),
         Err(e) => {
-            tracing::info!(error = %e, "leader duty proposal failed");
+            tracing::debug!(error = %e, "leader duty proposal failed");
             Err(Stop::LostLeadership)
         }
     }

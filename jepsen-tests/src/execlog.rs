@@ -15,9 +15,12 @@
 //! * A task writes a start line when it begins and a line with `end_ns` (and `success`, whether
 //!   it is about to exit 0) when it ends. A task killed before its end line stays **open**: the
 //!   checkers treat it as running until a horizon they are given, unless its lines carry
-//!   `bound_ns`: the task ends by itself within that long after its start (it sleeps a fixed
-//!   time, plus slack for the shell), so if it never wrote an end it was killed before
-//!   `start_ns + bound_ns`, and [`merge_executions`] closes it there (with `success` unknown).
+//!   `ticks: true`: such a task also appends a progress line (`end_ns` = now, no `success`)
+//!   every tick while it runs, so when it never wrote its end it was killed after the last line
+//!   it wrote, and [`merge_executions`] ends it there, at the last time it was *seen alive*
+//!   (with `success` unknown). That end is never later than the real one, so overlaps the
+//!   checkers report from it are proven, never artefacts; an overlap shorter than one tick can
+//!   be missed.
 //!
 //! [`merge_executions`] folds the start and end lines of one execution, identified by
 //! (task, attempt, token, agent), into one [`Execution`].
@@ -44,9 +47,9 @@ pub struct Execution {
     /// Whether the task ended successfully, as the task itself reported; `None` if unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success: Option<bool>,
-    /// The longest the task can run (see the module docs); `None` if it has no such bound.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bound_ns: Option<u64>,
+    /// Whether the task logs progress ticks while it runs (see the module docs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ticks: bool,
 }
 
 impl Execution {
@@ -100,12 +103,9 @@ pub fn merge_executions(lines: impl IntoIterator<Item = Execution>) -> Vec<Execu
         }
     }
     let mut out: Vec<Execution> = by_key.into_values().collect();
-    for e in &mut out {
-        if e.end_ns.is_none()
-            && let Some(bound) = e.bound_ns
-        {
-            e.end_ns = Some(e.start_ns.saturating_add(bound));
-        }
+    for e in out.iter_mut().filter(|e| e.ticks && e.end_ns.is_none()) {
+        // Killed before its first tick: last seen alive at its start.
+        e.end_ns = Some(e.start_ns);
     }
     out.sort_by(|a, b| (&a.task, a.start_ns).cmp(&(&b.task, b.start_ns)));
     out
@@ -131,16 +131,23 @@ mod tests {
     }
 
     #[test]
-    fn a_bounded_execution_without_an_end_closes_at_its_bound() {
-        let text = r#"{"task":"t1","attempt":1,"token":7,"agent":"a1","start_ns":100,"bound_ns":50}
-{"task":"t2","attempt":1,"token":9,"agent":"a1","start_ns":100,"bound_ns":50}
-{"task":"t2","attempt":1,"token":9,"agent":"a1","start_ns":100,"bound_ns":50,"end_ns":400,"success":true}
+    fn a_ticking_execution_without_an_end_ends_when_last_seen_alive() {
+        let text = r#"{"task":"t1","attempt":1,"token":7,"agent":"a1","start_ns":100,"ticks":true}
+{"task":"t2","attempt":1,"token":9,"agent":"a1","start_ns":100,"ticks":true}
+{"task":"t2","attempt":1,"token":9,"agent":"a1","start_ns":100,"ticks":true,"end_ns":200}
+{"task":"t3","attempt":1,"token":9,"agent":"a1","start_ns":100}
+{"task":"t4","attempt":1,"token":9,"agent":"a1","start_ns":100,"ticks":true,"end_ns":200}
+{"task":"t4","attempt":1,"token":9,"agent":"a1","start_ns":100,"ticks":true,"end_ns":400,"success":true}
 "#;
         let merged = merge_executions(parse_execution_log(text, "a1.log").unwrap());
-        // Killed before its end line: closed at start + bound, success unknown.
-        assert_eq!((merged[0].end_ns, merged[0].success), (Some(150), None));
-        // Its own end line wins over the bound, even when later.
-        assert_eq!((merged[1].end_ns, merged[1].success), (Some(400), Some(true)));
+        // Killed before its first tick: seen alive only at its start.
+        assert_eq!((merged[0].end_ns, merged[0].success), (Some(100), None));
+        // Killed after a tick: ends at the tick.
+        assert_eq!((merged[1].end_ns, merged[1].success), (Some(200), None));
+        // Without ticks nothing is known: open.
+        assert_eq!(merged[2].end_ns, None);
+        // Its own end line wins.
+        assert_eq!((merged[3].end_ns, merged[3].success), (Some(400), Some(true)));
     }
 
     #[test]

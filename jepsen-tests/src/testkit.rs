@@ -84,7 +84,7 @@ pub fn exec(task: &str, token: u64, start_ns: u64, end_ns: Option<u64>) -> Execu
         start_ns,
         end_ns,
         success: end_ns.map(|_| true),
-        bound_ns: None,
+        ticks: false,
     }
 }
 

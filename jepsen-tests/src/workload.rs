@@ -56,7 +56,7 @@ pub struct WorkloadConfig {
     /// Deadline of one client call.
     pub deadline: Duration,
     /// When set, every task runs this long (instead of 0.1 s or 0.5 s) and logs progress
-    /// lines ([`long_task_script`]): long enough to be caught running during a fault.
+    /// lines every [`LONG_TICK`] ([`task_script`]): long enough to be caught running during a fault.
     pub task_duration: Option<Duration>,
     /// Whether clients cancel tasks (the bug-injection proof turns this off, so the tasks the
     /// nemesis strands are rerun rather than cancelled).
@@ -81,52 +81,33 @@ struct Shared {
     counts: BTreeMap<&'static str, u64>,
 }
 
-/// Slack added to a task's own duration in its `bound_ns` (see [`crate::execlog`]): the shell's
-/// work around the sleep.
-pub const BOUND_SLACK: Duration = Duration::from_millis(300);
+/// Progress tick of the short tasks (0.1 s and 0.5 s long).
+pub const SHORT_TICK: Duration = Duration::from_millis(100);
 
-/// The shell script of a logging task: appends a start line and, unless `fail`, an end line
-/// (`success: true`) in the [`crate::execlog`] format to its agent's log `$TJ_LOG/<agent>.log`; a
-/// failing task appends an end
-/// line with `success: false` and exits 1. Times are the wall clock minus `$TJ_ORIGIN` (the
-/// recorder's origin), so they are on the history's clock. The agent id is the name of the
-/// agent's work directory (the task runs in `WORK_DIR/tasks/ID-TOKEN`). Every line carries
-/// `bound_ns` = `sleep_ms` plus [`BOUND_SLACK`].
-pub fn task_script(sleep_ms: u64, fail: bool) -> String {
+/// Progress tick of the long tasks (`--task-duration`).
+pub const LONG_TICK: Duration = Duration::from_millis(500);
+
+/// The shell script of a logging task that runs about `duration`: it appends, in the
+/// [`crate::execlog`] format, to its agent's log `$TJ_LOG/<agent>.log`, a start line, a progress
+/// line (`end_ns` = now, no `success`) every `tick`, and an end line with `success` (then exits 0,
+/// or 1 when `fail`). Every line says `"ticks":true`, so a task killed midway ends, for the
+/// checkers, when it was last seen alive (never later than its real end; an overlap shorter
+/// than a tick can be missed). Times are the wall clock minus `$TJ_ORIGIN` (the recorder's
+/// origin), so they are on the history's clock. The agent id is the name of the agent's work
+/// directory (the task runs in `WORK_DIR/tasks/ID-TOKEN`).
+pub fn task_script(duration: Duration, tick: Duration, fail: bool) -> String {
     let (success, code) = if fail { ("false", 1) } else { ("true", 0) };
-    let bound = (Duration::from_millis(sleep_ms) + BOUND_SLACK).as_nanos();
-    let sleep = format!("{}.{:03}", sleep_ms / 1000, sleep_ms % 1000);
+    let tick_ms = tick.as_millis().max(1);
+    let ticks = duration.as_millis().div_ceil(tick_ms).max(1);
+    let sleep = format!("{}.{:03}", tick_ms / 1000, tick_ms % 1000);
     format!(
         r#"A="${{PWD%/tasks/*}}"; A="${{A##*/}}"
 S=$(( $(date +%s%N) - TJ_ORIGIN ))
-L="\"task\":\"$TAURUS_TASK_ID\",\"attempt\":$TAURUS_ATTEMPT,\"token\":$TAURUS_FENCING_TOKEN,\"agent\":\"$A\",\"start_ns\":$S,\"bound_ns\":{bound}"
-echo "{{$L}}" >> "$TJ_LOG/$A.log"
-sleep {sleep}
-E=$(( $(date +%s%N) - TJ_ORIGIN ))
-echo "{{$L,\"end_ns\":$E,\"success\":{success}}}" >> "$TJ_LOG/$A.log"
-exit {code}"#
-    )
-}
-
-/// Interval of the progress lines of [`long_task_script`], in seconds.
-pub const PROGRESS_TICK_SECS: f64 = 0.5;
-
-/// [`task_script`] for a long task of `duration`: besides its start and end lines it appends a
-/// progress line (start line plus `end_ns` = now, no `success`) every [`PROGRESS_TICK_SECS`].
-/// [`crate::execlog::merge_executions`] keeps the latest end, so a task killed midway (no end
-/// line) gets the time it was last seen alive as its end instead of staying open forever;
-/// that end is early by less than one tick, so overlaps shorter than a tick can be missed.
-pub fn long_task_script(duration: Duration, fail: bool) -> String {
-    let (success, code) = if fail { ("false", 1) } else { ("true", 0) };
-    let ticks = (duration.as_secs_f64() / PROGRESS_TICK_SECS).ceil().max(1.0) as u64;
-    format!(
-        r#"A="${{PWD%/tasks/*}}"; A="${{A##*/}}"
-S=$(( $(date +%s%N) - TJ_ORIGIN ))
-L="\"task\":\"$TAURUS_TASK_ID\",\"attempt\":$TAURUS_ATTEMPT,\"token\":$TAURUS_FENCING_TOKEN,\"agent\":\"$A\",\"start_ns\":$S"
+L="\"task\":\"$TAURUS_TASK_ID\",\"attempt\":$TAURUS_ATTEMPT,\"token\":$TAURUS_FENCING_TOKEN,\"agent\":\"$A\",\"start_ns\":$S,\"ticks\":true"
 echo "{{$L}}" >> "$TJ_LOG/$A.log"
 i=0
 while [ $i -lt {ticks} ]; do
-  sleep {PROGRESS_TICK_SECS}
+  sleep {sleep}
   i=$((i + 1))
   P=$(( $(date +%s%N) - TJ_ORIGIN ))
   echo "{{$L,\"end_ns\":$P}}" >> "$TJ_LOG/$A.log"
@@ -290,8 +271,8 @@ impl Worker {
                 "sh".into(),
                 "-c".into(),
                 match self.task_duration {
-                    Some(d) => long_task_script(d, fail),
-                    None => task_script(sleep_ms, fail),
+                    Some(d) => task_script(d, LONG_TICK, fail),
+                    None => task_script(Duration::from_millis(sleep_ms), SHORT_TICK, fail),
                 },
             ],
             max_attempts: if fail { 2 } else { 3 },

@@ -316,13 +316,21 @@ pub fn sled_detail(e: &sled::Error) -> String {
             format!("corrupted data (checksum mismatch) at {at:?}")
         }
         sled::Error::Corruption { at: None, .. } => "corrupted data (checksum mismatch)".to_string(),
+        sled::Error::Unsupported(why) => {
+            format!("sled's conf file is unreadable (damaged, or not written by this sled version): {why}")
+        }
         other => other.to_string(),
     }
 }
 
-/// Whether a sled error means damaged files, rather than I/O trouble or a held lock.
+/// Whether a sled error means damaged files, rather than I/O trouble or a held lock. sled
+/// answers `Unsupported` when its `conf` file does not parse (the jepsen suite's bit flips in
+/// `conf` found this): every Taurus directory is written by one sled version, so that is damage.
 pub fn is_damage(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Corruption { .. } | sled::Error::ReportableBug(_))
+    matches!(
+        e,
+        sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) | sled::Error::Unsupported(_)
+    )
 }
 
 /// Maps an error found while loading a data dir to [`StoreError::Damaged`] when it is about

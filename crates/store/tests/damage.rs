@@ -389,6 +389,13 @@ fn cases(pristine: &Path) -> Vec<(String, Damage)> {
     cases.push(("conf emptied".into(), truncate_to("conf", 0)));
     cases.push(("conf cut in half".into(), truncate_to("conf", conf / 2)));
     cases.push(("conf bit flip".into(), flip_at("conf".into(), 0)));
+    // Flips inside conf's values (found by the jepsen suite: sled then answers `Unsupported`).
+    for at in [11, 25, 38] {
+        cases.push((
+            format!("conf bit flip at {at}"),
+            flip_at("conf".into(), at.min(conf.saturating_sub(1))),
+        ));
+    }
     cases.push((
         "conf deleted".into(),
         Box::new(|d: &Path| std::fs::remove_file(d.join("conf")).unwrap()),

@@ -686,6 +686,13 @@ fn damage(dir: &std::path::Path, rng: &mut StdRng) -> anyhow::Result<String> {
     }
 }
 
+/// Whether a log shows a Rust panic message (`thread '…' panicked at …`), as opposed to an
+/// error that reports a panic it caught.
+fn raw_panic(log: &str) -> bool {
+    log.lines()
+        .any(|l| l.starts_with("thread '") && l.contains("' panicked at "))
+}
+
 /// Kills a follower, damages one of its sled files, restarts it: it must refuse to start with
 /// a clear error (then it is replaced by the rejoin procedure) or start and serve correct data
 /// (which the checkers judge).
@@ -756,7 +763,7 @@ async fn corrupt(ctx: &Ctx, target: usize, rng: &mut StdRng) -> anyhow::Result<(
                 .unwrap_or_else(|| since.lines().last().unwrap_or(""))
                 .to_string();
             let lower = message.to_lowercase();
-            let panicked = since.contains("panicked");
+            let panicked = raw_panic(&since);
             DamageOutcome {
                 node: name.clone(),
                 detail,

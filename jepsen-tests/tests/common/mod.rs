@@ -60,7 +60,6 @@ impl Run {
         assert!(verdicts.iter().all(|l| l.contains(": valid")), "{}", self.text);
         for file in [
             "history.jsonl",
-            "executions.log",
             "report.txt",
             "report.html",
             "latency.svg",
@@ -72,6 +71,18 @@ impl Run {
                 self.text
             );
         }
+        let exec_logs = std::fs::read_dir(self.dir.path().join("executions"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                    .count()
+            })
+            .unwrap_or(0);
+        assert!(
+            exec_logs > 0,
+            "no per-agent execution log in executions/\n{}",
+            self.text
+        );
     }
 }
 

@@ -62,7 +62,6 @@ pub struct Net {
     /// The harness's address on the bridge.
     pub gateway: Ipv4Addr,
     pub hosts: Vec<Host>,
-    forward_rule: bool,
 }
 
 fn run_cmd(program: &str, args: &[&str]) -> Result<String, Error> {
@@ -98,6 +97,16 @@ fn prefix(slot: u8) -> String {
 }
 
 fn pid_alive(pid: i32) -> bool {
+    // A zombie (killed, not reaped yet: this sandbox's init may be slow to reap) is dead.
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        && let Some(state) = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+        && state == "Z"
+    {
+        return false;
+    }
     // SAFETY: kill(2) with signal 0 only checks for existence and permission.
     pid > 0
         && (unsafe { libc::kill(pid, 0) } == 0
@@ -131,7 +140,6 @@ impl Net {
             bridge: format!("{}br", prefix(slot)),
             gateway,
             hosts: Vec::new(),
-            forward_rule: false,
         };
         net.build(names)?;
         Ok(net)
@@ -148,7 +156,6 @@ impl Net {
             "iptables",
             &["-w", "-I", "FORWARD", "-i", &br, "-o", &br, "-j", "ACCEPT"],
         )?;
-        self.forward_rule = true;
         for (i, name) in names.iter().enumerate() {
             let ns = format!("{}{name}", prefix(self.slot));
             let host_ip = Ipv4Addr::new(NET_PREFIX[0], NET_PREFIX[1], self.slot, (i + 2) as u8);
@@ -249,13 +256,19 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        remove_slot(self.slot, self.forward_rule.then_some(self.bridge.as_str()));
+        remove_slot(self.slot);
     }
 }
 
-/// Removes every namespace (killing the processes inside), the bridge, the FORWARD rule and
-/// the lock of `slot`. Best effort: each step runs even if an earlier one failed.
-fn remove_slot(slot: u8, forward_rule_of: Option<&str>) {
+/// Removes everything of `slot` (see [`remove_slot_network`]) and its lock.
+fn remove_slot(slot: u8) {
+    remove_slot_network(slot);
+    let _ = std::fs::remove_file(PathBuf::from(LOCK_DIR).join(format!("slot-{slot}")));
+}
+
+/// Removes every namespace of `slot` (killing the processes inside), its bridge, its FORWARD
+/// rule and any leftover veth. Best effort: each step runs even if an earlier one failed.
+fn remove_slot_network(slot: u8) {
     let p = prefix(slot);
     let namespaces: Vec<String> = ip(&["netns", "list"])
         .unwrap_or_default()
@@ -269,24 +282,15 @@ fn remove_slot(slot: u8, forward_rule_of: Option<&str>) {
         let _ = ip(&["netns", "delete", ns]);
     }
     let bridge = format!("{p}br");
-    if let Some(br) = forward_rule_of {
-        // Delete every copy (a crashed run may have added one and a retry another).
-        while run_cmd(
-            "iptables",
-            &["-w", "-D", "FORWARD", "-i", br, "-o", br, "-j", "ACCEPT"],
-        )
-        .is_ok()
-        {}
-    } else {
-        while run_cmd(
-            "iptables",
-            &[
-                "-w", "-D", "FORWARD", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT",
-            ],
-        )
-        .is_ok()
-        {}
-    }
+    // Delete every copy (a crashed run may have added one and a retry another).
+    while run_cmd(
+        "iptables",
+        &[
+            "-w", "-D", "FORWARD", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT",
+        ],
+    )
+    .is_ok()
+    {}
     // Deleting the bridge also deletes the host ends of the veths (the namespace ends went
     // with the namespaces).
     let _ = ip(&["link", "delete", &bridge]);
@@ -296,7 +300,6 @@ fn remove_slot(slot: u8, forward_rule_of: Option<&str>) {
             let _ = ip(&["link", "delete", &veth]);
         }
     }
-    let _ = std::fs::remove_file(PathBuf::from(LOCK_DIR).join(format!("slot-{slot}")));
 }
 
 /// SIGKILLs every process in namespace `ns` and waits (bounded) until none is left.
@@ -331,8 +334,8 @@ fn claim_slot() -> Result<u8, Error> {
         {
             Ok(mut f) => {
                 let _ = writeln!(f, "{}", std::process::id());
-                // A leftover bridge of this slot without a lock would collide: clear it.
-                remove_slot_links_only(slot);
+                // Leftovers of this slot without a lock (removed by hand?) would collide.
+                remove_slot_network(slot);
                 return Ok(slot);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -342,22 +345,6 @@ fn claim_slot() -> Result<u8, Error> {
     Err(Error::Net(format!(
         "no free slot in {LOCK_DIR} (256 runs at once?)"
     )))
-}
-
-fn remove_slot_links_only(slot: u8) {
-    let bridge = format!("{}br", prefix(slot));
-    if std::path::Path::new("/sys/class/net").join(&bridge).exists() {
-        remove_slot_keep_lock(slot);
-    }
-}
-
-fn remove_slot_keep_lock(slot: u8) {
-    let lock = PathBuf::from(LOCK_DIR).join(format!("slot-{slot}"));
-    let saved = std::fs::read(&lock).ok();
-    remove_slot(slot, None);
-    if let Some(bytes) = saved {
-        let _ = std::fs::write(&lock, bytes);
-    }
 }
 
 /// Removes every slot whose owner process is gone: what a SIGKILLed run left behind.
@@ -375,7 +362,7 @@ pub fn cleanup_stale() {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
         if !pid_alive(owner) {
-            remove_slot(slot, None);
+            remove_slot(slot);
         }
     }
 }

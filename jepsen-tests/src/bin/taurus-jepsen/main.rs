@@ -586,6 +586,16 @@ fn results_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         }
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // A second run in the same folder would append to the first one's execution logs and mix
+    // two histories: refuse rather than report anomalies that never happened.
+    for leftover in ["history.jsonl", "executions"] {
+        if dir.join(leftover).exists() {
+            bail!(
+                "{} already holds a run ({leftover}); give another --results-dir",
+                dir.display()
+            );
+        }
+    }
     Ok(std::path::absolute(&dir)?)
 }
 

@@ -218,31 +218,6 @@ impl Net {
         Ok(())
     }
 
-    /// Cuts host `i` off from `others` in both directions, leaving the rest as it is.
-    pub fn cut(&self, i: usize, others: &[usize]) -> Result<(), Error> {
-        for &j in others {
-            let (Some(a), Some(b)) = (self.hosts.get(i), self.hosts.get(j)) else {
-                continue;
-            };
-            ns_iptables(&a.ns, &["-A", "INPUT", "-s", &b.ip.to_string(), "-j", "DROP"])?;
-            ns_iptables(&b.ns, &["-A", "INPUT", "-s", &a.ip.to_string(), "-j", "DROP"])?;
-        }
-        Ok(())
-    }
-
-    /// Removes every rule touching host `i` from `i` and from `others`.
-    pub fn uncut(&self, i: usize, others: &[usize]) -> Result<(), Error> {
-        for &j in others {
-            let (Some(a), Some(b)) = (self.hosts.get(i), self.hosts.get(j)) else {
-                continue;
-            };
-            // A rule that is not there is not an error here.
-            let _ = ns_iptables(&a.ns, &["-D", "INPUT", "-s", &b.ip.to_string(), "-j", "DROP"]);
-            let _ = ns_iptables(&b.ns, &["-D", "INPUT", "-s", &a.ip.to_string(), "-j", "DROP"]);
-        }
-        Ok(())
-    }
-
     /// The slot: every name of this run starts with `tj<slot>-`, its subnet is 10.213.<slot>.0/24.
     pub fn slot(&self) -> u8 {
         self.slot

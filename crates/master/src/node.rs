@@ -56,7 +56,7 @@ pub const UNSAFE_STALE_READS_ENV: &str = "TAURUS_UNSAFE_STALE_READS";
 
 /// Whether a value of [`UNSAFE_STALE_READS_ENV`] (or [`UNSAFE_ACK_BEFORE_COMMIT_ENV`]) turns
 /// the bug on: only exactly `"1"` does.
-pub fn unsafe_stale_reads_enabled(value: Option<&str>) -> bool {
+pub fn unsafe_switch_on(value: Option<&str>) -> bool {
     value == Some("1")
 }
 
@@ -249,8 +249,7 @@ pub async fn run_with_listener(
         ))
     })?;
     crate::clock::init_from_env();
-    let unsafe_stale_reads =
-        unsafe_stale_reads_enabled(std::env::var(UNSAFE_STALE_READS_ENV).ok().as_deref());
+    let unsafe_stale_reads = unsafe_switch_on(std::env::var(UNSAFE_STALE_READS_ENV).ok().as_deref());
     if unsafe_stale_reads {
         tracing::error!(
             env = UNSAFE_STALE_READS_ENV,
@@ -258,7 +257,7 @@ pub async fn run_with_listener(
         );
     }
     let unsafe_ack_before_commit =
-        unsafe_stale_reads_enabled(std::env::var(UNSAFE_ACK_BEFORE_COMMIT_ENV).ok().as_deref());
+        unsafe_switch_on(std::env::var(UNSAFE_ACK_BEFORE_COMMIT_ENV).ok().as_deref());
     if unsafe_ack_before_commit {
         tracing::error!(
             env = UNSAFE_ACK_BEFORE_COMMIT_ENV,
@@ -404,7 +403,7 @@ mod tests {
 
     #[test]
     fn only_exactly_one_turns_stale_reads_on() {
-        assert!(unsafe_stale_reads_enabled(Some("1")));
+        assert!(unsafe_switch_on(Some("1")));
         for off in [
             None,
             Some(""),
@@ -415,7 +414,7 @@ mod tests {
             Some("1\n"),
             Some("01"),
         ] {
-            assert!(!unsafe_stale_reads_enabled(off), "{off:?}");
+            assert!(!unsafe_switch_on(off), "{off:?}");
         }
     }
 }

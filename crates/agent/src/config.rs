@@ -19,6 +19,12 @@
 //! drain_timeout = "0s"            # on shutdown: 0 kills running tasks at once
 //! [labels]
 //! zone = "eu-1"
+//! [exec]                          # optional: how tasks run (see `sandbox::ExecConfig`)
+//! dynamic_uids = "61184-65519"    # root agents: a uid of its own per task (or user = "nobody")
+//! [tls]                           # optional: mutual TLS with the masters (all three files)
+//! ca_file = "/etc/taurus/ca.crt"
+//! cert_file = "/etc/taurus/agent-worker-7.crt"
+//! key_file = "/etc/taurus/agent-worker-7.key"
 //! ```
 
 use std::collections::BTreeMap;
@@ -29,6 +35,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::Serialize;
 use taurus_core::validate;
+use taurus_protocol::tls::TlsFiles;
 
 use crate::error::AgentError;
 use crate::machine;
@@ -114,6 +121,25 @@ pub struct AgentConfig {
     /// at once.
     #[serde(with = "duration_str")]
     pub drain_timeout: Duration,
+    /// How tasks run: user, `PATH`, limits (`[exec]`; see [`crate::sandbox::ExecConfig`]).
+    pub exec: crate::sandbox::ExecConfig,
+    /// Mutual TLS with the masters (`[tls]` with `ca_file`, `cert_file`, `key_file`: all three
+    /// or none). The agent then dials `https://`, trusts only that CA, checks each master's
+    /// certificate names the host dialled, and presents its own certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+    /// Allow talking to masters on non-loopback addresses without TLS (task commands, outputs
+    /// and tokens then cross the network in clear text, and anyone can pose as a master). A
+    /// warning is logged at every start.
+    pub insecure: bool,
+    /// A file holding this agent's join token (an `agent`-role token bound to its id, from
+    /// `taurus acl token create --role agent --agent ID`), for masters with authentication on
+    /// and no agent certificate. Keep it mode 0600.
+    pub token_file: Option<PathBuf>,
+    /// The join token itself (from `--token` / `TAURUS_AGENT_TOKEN`; never from the file, so
+    /// it is not written into configuration files). Wins over `token_file`.
+    #[serde(skip)]
+    pub token: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -141,6 +167,11 @@ impl Default for AgentConfig {
             output_tail_bytes: validate::MAX_OUTPUT_TAIL,
             kill_grace: Duration::from_secs(2),
             drain_timeout: Duration::ZERO,
+            exec: crate::sandbox::ExecConfig::default(),
+            tls: None,
+            insecure: false,
+            token_file: None,
+            token: None,
         }
     }
 }
@@ -159,6 +190,10 @@ pub struct Overrides {
     pub labels: Option<BTreeMap<String, String>>,
     pub pool: Option<String>,
     pub drain_timeout: Option<Duration>,
+    /// `tls.ca_file`, `tls.cert_file`, `tls.key_file`, each replacing the file's value.
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A checked configuration with every default filled in: what [`crate::run`] works from.
@@ -192,6 +227,14 @@ pub struct ResolvedConfig {
     /// commands directly, which leaves a task's background processes running when the agent
     /// is SIGKILLed (until it starts again) and every process running while it is paused.
     pub supervisor: Option<PathBuf>,
+    /// How tasks run: user, `PATH`, limits (checked: a user change needs a root agent).
+    pub exec: crate::sandbox::ExecSettings,
+    /// Mutual TLS with the masters (then `masters` are `https://` URIs); `None`: plain HTTP/2.
+    pub tls: Option<TlsFiles>,
+    /// Remote masters without TLS, allowed by `insecure`: warned about at every start.
+    pub insecure_remote: bool,
+    /// The join token sent on every call, if any.
+    pub token: Option<String>,
 }
 
 impl AgentConfig {
@@ -242,6 +285,20 @@ impl AgentConfig {
         if let Some(v) = o.drain_timeout {
             self.drain_timeout = v;
         }
+        if o.tls_ca.is_some() || o.tls_cert.is_some() || o.tls_key.is_some() {
+            // A key given neither here nor in the file stays empty; `resolve` names it.
+            let mut tls = self.tls.take().unwrap_or_default();
+            if let Some(v) = o.tls_ca {
+                tls.ca_file = v;
+            }
+            if let Some(v) = o.tls_cert {
+                tls.cert_file = v;
+            }
+            if let Some(v) = o.tls_key {
+                tls.key_file = v;
+            }
+            self.tls = Some(tls);
+        }
         self
     }
 
@@ -263,13 +320,37 @@ impl AgentConfig {
         if self.masters.is_empty() {
             return Err(bad("masters", "at least one master address is needed".into()));
         }
+        if let Some(key) = self.tls.as_ref().and_then(TlsFiles::missing_key) {
+            return Err(bad(
+                &format!("tls.{key}"),
+                "missing (the [tls] section needs ca_file, cert_file and key_file)".into(),
+            ));
+        }
         let mut masters = Vec::with_capacity(self.masters.len());
         for (i, m) in self.masters.iter().enumerate() {
-            let uri = taurus_client::normalize_address(m).map_err(|e| bad(&format!("masters[{i}]"), e))?;
+            let uri = taurus_client::normalize_address_for(m, self.tls.is_some())
+                .map_err(|e| bad(&format!("masters[{i}]"), e))?;
             if masters.contains(&uri) {
                 return Err(bad(&format!("masters[{i}]"), format!("{m:?} given twice")));
             }
             masters.push(uri);
+        }
+        if self.tls.is_none()
+            && !self.insecure
+            && let Some((i, m)) = self
+                .masters
+                .iter()
+                .enumerate()
+                .find(|(_, m)| !is_loopback_address(m))
+        {
+            return Err(bad(
+                &format!("masters[{i}]"),
+                format!(
+                    "{m:?} is not a loopback address: talking to it needs TLS ([tls] or \
+                     --tls-ca/--tls-cert/--tls-key), or --insecure to accept clear text and \
+                     unauthenticated masters"
+                ),
+            ));
         }
 
         let work_dir = self
@@ -330,13 +411,21 @@ impl AgentConfig {
             ));
         }
 
-        if self.heartbeat_interval.is_zero() || self.heartbeat_interval * 2 > self.lease_timeout {
+        // Checked: a duration near `u64::MAX` seconds is an error, not a panic (found by fuzzing).
+        if self.heartbeat_interval.is_zero()
+            || self
+                .heartbeat_interval
+                .checked_mul(2)
+                .is_none_or(|d| d > self.lease_timeout)
+        {
             return Err(bad(
                 "heartbeat_interval",
                 "must be non-zero and at most lease_timeout / 2".into(),
             ));
         }
-        if self.lease_timeout.mul_f64(10.0 / 9.0) > self.masters_agent_ttl {
+        // `mul_f64` panics when the product is no `Duration`; this is the same product, checked.
+        let fenced_after = Duration::try_from_secs_f64(self.lease_timeout.as_secs_f64() * (10.0 / 9.0));
+        if fenced_after.is_err() || fenced_after.is_ok_and(|d| d > self.masters_agent_ttl) {
             return Err(bad(
                 "lease_timeout",
                 format!(
@@ -397,6 +486,10 @@ impl AgentConfig {
             kill_grace: self.kill_grace,
             drain_timeout: self.drain_timeout,
             supervisor: None,
+            exec: self.exec.resolve()?,
+            tls: self.tls.clone(),
+            insecure_remote: self.tls.is_none() && !self.masters.iter().all(|m| is_loopback_address(m)),
+            token: self.join_token()?,
         })
     }
 }
@@ -460,6 +553,41 @@ mod duration_str {
     }
 }
 
+impl AgentConfig {
+    /// `token`, else the trimmed content of `token_file` (an error names the file).
+    fn join_token(&self) -> Result<Option<String>, AgentError> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.trim().to_string()).filter(|t| !t.is_empty()));
+        }
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AgentError::Config(format!("token_file: cannot read {}: {e}", path.display())))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(AgentError::Config(format!(
+                "token_file: {} is empty",
+                path.display()
+            )));
+        }
+        Ok(Some(token.to_string()))
+    }
+}
+
+/// Whether a master address (`host:port`, optionally with a scheme) names this machine:
+/// `localhost` or a loopback IP. Anything else (a name that might resolve anywhere included) is
+/// treated as remote.
+pub fn is_loopback_address(address: &str) -> bool {
+    let rest = address.split_once("://").map_or(address, |(_, rest)| rest);
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or(v6, |(h, _)| h),
+        None => rest.rsplit_once(':').map_or(rest, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,7 +623,7 @@ mod tests {
         assert_eq!(r.rpc_timeout, Duration::from_secs(2));
         assert_eq!(r.supervisor, None, "only `taurus agent start` knows its binary");
         let no_id = AgentConfig {
-            masters: vec!["h:1".into()],
+            masters: vec!["localhost:1".into()],
             ..Default::default()
         };
         assert_eq!(
@@ -528,6 +656,7 @@ mod tests {
             output_tail_bytes = 1024
             kill_grace = "0s"
             drain_timeout = "30s"
+            insecure = true
             [labels]
             zone = "eu-1"
         "#;
@@ -552,6 +681,68 @@ mod tests {
         assert_eq!(r.max_tasks, 2);
         assert_eq!(r.pool, "gpu", "not overridden: the file's value stays");
         assert_eq!(r.labels.len(), 2);
+    }
+
+    #[test]
+    fn loopback_addresses_are_told_from_remote_ones() {
+        for local in [
+            "127.0.0.1:7101",
+            "http://127.0.0.1:7101",
+            "localhost:1",
+            "[::1]:7101",
+            "127.3.4.5:1",
+        ] {
+            assert!(is_loopback_address(local), "{local}");
+        }
+        for remote in [
+            "10.0.0.1:7101",
+            "https://master-1:7101",
+            "[2001:db8::1]:1",
+            "0.0.0.0:1",
+        ] {
+            assert!(!is_loopback_address(remote), "{remote}");
+        }
+    }
+
+    #[test]
+    fn remote_masters_need_tls_or_insecure() {
+        let remote = AgentConfig {
+            id: Some("a1".into()),
+            masters: vec!["127.0.0.1:7101".into(), "10.1.2.3:7101".into()],
+            ..Default::default()
+        };
+        let e = remote.clone().resolve().expect_err("refused").to_string();
+        assert!(e.contains("masters[1]") && e.contains("--insecure"), "{e}");
+        let insecure = AgentConfig {
+            insecure: true,
+            ..remote
+        };
+        assert!(insecure.resolve().is_ok());
+        let local = AgentConfig {
+            id: Some("a1".into()),
+            masters: vec!["127.0.0.1:7101".into()],
+            ..Default::default()
+        };
+        assert!(local.resolve().is_ok());
+    }
+
+    #[test]
+    fn tls_needs_all_three_files_and_dials_https() {
+        let c = minimal().overlay(Overrides {
+            tls_ca: Some("ca.crt".into()),
+            tls_cert: Some("a1.crt".into()),
+            ..Default::default()
+        });
+        let e = c.resolve().expect_err("key missing").to_string();
+        assert!(e.contains("tls.key_file"), "{e}");
+        let c = c.overlay(Overrides {
+            tls_key: Some("a1.key".into()),
+            ..Default::default()
+        });
+        let r = c.resolve().expect("resolves");
+        assert_eq!(r.masters, ["https://127.0.0.1:7101"]);
+        assert_eq!(r.tls.expect("tls").key_file, PathBuf::from("a1.key"));
+        assert_eq!(minimal().resolve().expect("resolves").tls, None);
     }
 
     #[test]

@@ -3,11 +3,18 @@
 //!
 //! # How a task runs
 //!
-//! - `command[0]` is the program (looked up in `PATH`), the rest its arguments. The task's `env`
-//!   is added to the agent's environment, and `TAURUS_TASK_ID`, `TAURUS_ATTEMPT` and
-//!   `TAURUS_FENCING_TOKEN` are set. stdin is `/dev/null`.
-//! - The working directory is `work_dir/tasks/<task id>-<token>`, created before and removed
-//!   (with whatever the task left in it) after.
+//! - `command[0]` is the program (looked up in the task's `PATH`), the rest its arguments.
+//! - The environment is clean: nothing of the agent's. It holds `PATH` (`exec.path`), `HOME` and
+//!   `TMPDIR` (the working directory), then the task's own `env` (which may replace those
+//!   three), then `TAURUS_TASK_ID`, `TAURUS_ATTEMPT` and `TAURUS_FENCING_TOKEN` (which it may
+//!   not). stdin is `/dev/null`.
+//! - The working directory is `work_dir/tasks/<task id>-<token>`, created (mode 0700, owned by
+//!   the task's user) before and removed (with whatever the task left in it, never following a
+//!   link out of it) after, however the attempt ended.
+//! - The process runs as the configured user, in its own cgroup or under rlimits, with
+//!   `PR_SET_NO_NEW_PRIVS`: see [`crate::sandbox`]. Under a supervisor only the command is
+//!   confined, the supervisor keeps the agent's identity (the task can neither signal nor trace
+//!   it); it learns the confinement from an `S` line on its control socket.
 //! - With a supervisor ([`Executor::with_supervisor`], what `taurus agent start` sets up), the
 //!   agent starts `PROGRAM agent supervise -- COMMAND...` instead, with the same environment,
 //!   directory and output pipes, and a control socket as its stdin. The supervisor leads the
@@ -77,6 +84,10 @@ use crate::error::AgentError;
 use crate::lease;
 use crate::pgroup;
 use crate::pgroup::PgidFile;
+use crate::sandbox;
+use crate::sandbox::Demand;
+use crate::sandbox::ExecSettings;
+use crate::sandbox::Sandbox;
 use crate::supervisor;
 use crate::supervisor::Status;
 use crate::tail::TailBuffer;
@@ -102,10 +113,14 @@ pub struct ExecRequest {
     pub token: u64,
     /// argv; `command[0]` is the program.
     pub command: Vec<String>,
-    /// Added to the agent's environment.
+    /// The task's environment variables (added to a clean environment; see the module docs).
     pub env: BTreeMap<String, String>,
     /// Execution timeout; `None` for none.
     pub timeout: Option<Duration>,
+    /// CPU demand in thousandths of a core: the task's CPU limit (cgroup v2 only); 0 for none.
+    pub cpu_millis: u32,
+    /// Memory demand in MiB: the task's memory limit; 0 for none.
+    pub memory_mb: u64,
 }
 
 /// How an attempt ended on the agent (the `end` of a FINISHED report).
@@ -284,6 +299,8 @@ pub struct Executor {
     supervisor: Option<PathBuf>,
     /// The lease deadline (`CLOCK_MONOTONIC` ns) every supervisor is told; `None` until known.
     lease: watch::Sender<Option<u64>>,
+    /// Who tasks run as, and their limits.
+    sandbox: Sandbox,
 }
 
 impl Executor {
@@ -302,7 +319,38 @@ impl Executor {
             spawned: AtomicU64::new(0),
             supervisor: None,
             lease: watch::Sender::new(None),
+            sandbox: Sandbox::new(ExecSettings::default()),
         })
+    }
+
+    /// Runs tasks as `settings` say (user, `PATH`, limits); the default is the agent's own
+    /// user, [`sandbox::DEFAULT_PATH`] and cgroup v2 limits where available.
+    pub fn with_exec_settings(mut self, settings: ExecSettings) -> Result<Self, AgentError> {
+        self.sandbox = Sandbox::new(settings);
+        self.open_tasks_dir()?;
+        Ok(self)
+    }
+
+    /// The settings tasks run with.
+    pub fn exec_settings(&self) -> &ExecSettings {
+        self.sandbox.settings()
+    }
+
+    /// Whether task limits are enforced with cgroup v2 (else with rlimits).
+    pub fn uses_cgroups(&self) -> bool {
+        self.sandbox.uses_cgroups()
+    }
+
+    /// `tasks/` is 0711 when tasks run as other users: each may reach its own directory, none
+    /// may list the others.
+    fn open_tasks_dir(&self) -> Result<(), AgentError> {
+        use std::os::unix::fs::PermissionsExt;
+        if self.sandbox.changes_user() {
+            std::fs::set_permissions(&self.tasks_dir, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| AgentError::io(format!("cannot open up {}", self.tasks_dir.display()), e))?;
+            warn_if_not_searchable(&self.tasks_dir);
+        }
+        Ok(())
     }
 
     /// Runs every command under a supervisor: `program agent supervise -- COMMAND...` (see
@@ -334,8 +382,9 @@ impl Executor {
     }
 
     /// Kills the process groups a previous incarnation left running (see
-    /// [`pgroup::kill_leftovers`]) and empties the per-task directories. Call once, before the
-    /// first task. Blocking; returns the groups it killed.
+    /// [`pgroup::kill_leftovers`]), its task cgroups and the processes of the dynamic uids, and
+    /// empties the per-task directories. Call once, before the first task. Blocking; returns the
+    /// groups it killed.
     pub fn kill_leftovers(&self) -> Result<Vec<i32>, AgentError> {
         let work_dir = self.tasks_dir.parent().unwrap_or(&self.tasks_dir);
         let killed = pgroup::kill_leftovers(work_dir).map_err(|e| {
@@ -344,7 +393,8 @@ impl Executor {
                 e,
             )
         })?;
-        match std::fs::remove_dir_all(&self.tasks_dir) {
+        self.sandbox.kill_leftovers();
+        match sandbox::remove_tree(&self.tasks_dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -356,6 +406,7 @@ impl Executor {
         }
         std::fs::create_dir_all(&self.tasks_dir)
             .map_err(|e| AgentError::io(format!("cannot create {}", self.tasks_dir.display()), e))?;
+        self.open_tasks_dir()?;
         Ok(killed)
     }
 
@@ -389,25 +440,42 @@ impl Executor {
     }
 
     async fn run_process(&self, req: &ExecRequest, switch: &KillSwitch) -> Outcome {
-        let dir = self.task_dir(req);
-        if let Err(e) = tokio::fs::create_dir_all(&dir).await {
-            return Outcome::failed(format!(
-                "cannot create the working directory {}: {e}",
-                dir.display()
-            ));
+        if req.task_id.is_empty() || req.task_id.contains(['/', '\0']) {
+            return Outcome::failed(format!("unusable task id {:?}", req.task_id));
         }
-        let mut lease_rx = self.lease.subscribe();
-        let (mut cmd, control) = match &self.supervisor {
-            None => (self.direct_command(req), None),
-            Some(program) => match self.supervised_command(program, req, &mut lease_rx) {
-                Ok((cmd, control)) => (cmd, Some(control)),
-                Err(e) => {
-                    remove_dir(&dir).await;
-                    return Outcome::failed(format!("cannot set up the task supervisor: {e}"));
-                }
-            },
+        let dir = self.task_dir(req);
+        let demand = Demand {
+            cpu_millis: req.cpu_millis,
+            memory_mb: req.memory_mb,
         };
-        cmd.envs(&req.env)
+        let name = format!("{}-{}", req.task_id, req.token);
+        let sandbox = match self.sandbox.prepare(&name, dir.clone(), demand).await {
+            Ok(sandbox) => sandbox,
+            Err(e) => return Outcome::failed(e),
+        };
+        let mut lease_rx = self.lease.subscribe();
+        let built = match &self.supervisor {
+            None => self
+                .direct_command(req, sandbox.confinement())
+                .map(|cmd| (cmd, None)),
+            Some(program) => self
+                .supervised_command(program, req, &mut lease_rx, sandbox.confinement())
+                .map(|(cmd, control)| (cmd, Some(control))),
+        };
+        let (mut cmd, control) = match built {
+            Ok(built) => built,
+            Err(e) => {
+                sandbox.cleanup().await;
+                return Outcome::failed(format!("cannot set up the task: {e}"));
+            }
+        };
+        // A clean environment: the agent's own (its secrets, its configuration) is not the
+        // task's business.
+        cmd.env_clear()
+            .env("PATH", &self.sandbox.settings().path)
+            .env("HOME", &dir)
+            .env("TMPDIR", &dir)
+            .envs(&req.env)
             .env("TAURUS_TASK_ID", &req.task_id)
             .env("TAURUS_ATTEMPT", req.attempt.to_string())
             .env("TAURUS_FENCING_TOKEN", req.token.to_string())
@@ -425,7 +493,7 @@ impl Executor {
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                remove_dir(&dir).await;
+                sandbox.cleanup().await;
                 return match &self.supervisor {
                     None => Outcome::failed(format!("cannot start {:?}: {e}", req.command[0])),
                     Some(program) => Outcome::failed(format!(
@@ -444,14 +512,14 @@ impl Executor {
                     pgroup::signal_group(pid, libc::SIGKILL);
                 }
                 let _ = child.wait().await;
-                remove_dir(&dir).await;
+                sandbox.cleanup().await;
                 return Outcome::failed(format!("cannot use the task supervisor's socket: {e}"));
             }
         };
         let Some(pgid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
             // Cannot happen for a child that was not waited for; be safe anyway.
             let _ = child.kill().await;
-            remove_dir(&dir).await;
+            sandbox.cleanup().await;
             return Outcome::failed("the started process has no pid");
         };
         self.pgids.add(pgid);
@@ -545,7 +613,7 @@ impl Executor {
                 );
             }
         }
-        remove_dir(&dir).await;
+        sandbox.cleanup().await;
 
         // What the supervisor said: it is gone, so its end of the socket is closed and the read
         // ends (the command never had that socket).
@@ -576,15 +644,23 @@ impl Executor {
 
     /// The command, run directly: in its own group, SIGKILLed by the kernel when the thread
     /// that forked it exits.
-    fn direct_command(&self, req: &ExecRequest) -> tokio::process::Command {
+    fn direct_command(
+        &self,
+        req: &ExecRequest,
+        confinement: &sandbox::Confinement,
+    ) -> std::io::Result<tokio::process::Command> {
+        let confinement = confinement.prepare()?;
         let mut cmd = tokio::process::Command::new(&req.command[0]);
         cmd.args(&req.command[1..]).stdin(Stdio::null());
         // SAFETY: getpid has no preconditions.
         let agent_pid = unsafe { libc::getpid() };
         // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe calls (prctl, getppid); it allocates nothing on success.
+        // async-signal-safe calls (those of `Prepared::apply`, prctl, getppid); it allocates
+        // nothing on success.
         unsafe {
             cmd.pre_exec(move || {
+                // First: a change of identity clears the death signal.
+                confinement.apply()?;
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -595,17 +671,19 @@ impl Executor {
                 Ok(())
             });
         }
-        cmd
+        Ok(cmd)
     }
 
     /// `program agent supervise -- COMMAND...`, with one end of a new control socket as its
-    /// stdin (returned: the other end, non-blocking). The current lease deadline is already
-    /// written, so the supervisor knows it before it starts the command.
+    /// stdin (returned: the other end, non-blocking). The current lease deadline and the task's
+    /// confinement are already written, so the supervisor knows them before it starts the
+    /// command. The supervisor keeps the agent's identity; only the command is confined.
     fn supervised_command(
         &self,
         program: &Path,
         req: &ExecRequest,
         lease_rx: &mut watch::Receiver<Option<u64>>,
+        confinement: &sandbox::Confinement,
     ) -> std::io::Result<(tokio::process::Command, UnixStream)> {
         // Both ends close-on-exec: no other process of the agent inherits them; the supervisor
         // gets its end as stdin, which exec keeps.
@@ -614,6 +692,7 @@ impl Executor {
             // A fresh socket's buffer takes a few bytes without blocking.
             ours.write_all(supervisor::lease_line(ns).as_bytes())?;
         }
+        ours.write_all(confinement.to_line().as_bytes())?;
         ours.set_nonblocking(true)?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(supervisor::SUPERVISE_ARGS)
@@ -803,11 +882,22 @@ fn lock(tail: &Mutex<TailBuffer>) -> std::sync::MutexGuard<'_, TailBuffer> {
     tail.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn remove_dir(dir: &Path) {
-    if let Err(e) = tokio::fs::remove_dir_all(dir).await
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a task's working directory");
+/// Warns when a user other than the agent's cannot reach `dir` by its path (an ancestor is not
+/// searchable by others): tasks then run in their directory, but `$HOME` and `$TMPDIR` do not
+/// resolve for them.
+fn warn_if_not_searchable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for ancestor in dir.ancestors().skip(1) {
+        if let Ok(meta) = std::fs::metadata(ancestor)
+            && meta.permissions().mode() & 0o001 == 0
+        {
+            tracing::warn!(
+                dir = %ancestor.display(),
+                "tasks run as other users but cannot search this ancestor of the work directory \
+                 (chmod o+x); their $HOME and $TMPDIR paths will not resolve"
+            );
+            return;
+        }
     }
 }
 

@@ -8,6 +8,9 @@
 //!   cancellation and bounded output capture. Testable without any master.
 //! - `pgroup`: process-group signalling and the `running.pgids` file that lets a restarted agent
 //!   kill what its SIGKILLed predecessor left running.
+//! - `sandbox`: who a task runs as (a configured or a per-task dynamic uid), its working
+//!   directory, its clean environment and its limits (cgroup v2 or rlimits); the threat model is
+//!   in `docs/security.md`.
 //! - `supervisor`: the per-task supervisor process (`taurus agent supervise`), which kills the
 //!   task when the agent dies or its lease runs out, whatever state the agent is in.
 //! - `runtime`: [`run`], the actor that registers, follows the assignment feed, claims and
@@ -44,6 +47,7 @@ mod masters;
 pub mod pgroup;
 mod reporter;
 mod runtime;
+pub mod sandbox;
 pub mod supervisor;
 mod tail;
 
@@ -67,4 +71,7 @@ pub use lease::LoadAverage;
 pub use lease::monotonic_now_ns;
 pub use runtime::run;
 pub use runtime::run_resolved;
+pub use sandbox::ExecConfig;
+pub use sandbox::ExecSettings;
+pub use sandbox::TaskUser;
 pub use tail::TailBuffer;

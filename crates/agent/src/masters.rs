@@ -17,9 +17,39 @@ use taurus_protocol::v1::agent_service_client::AgentServiceClient;
 use tonic::Code;
 use tonic::Status;
 use tonic::transport::Channel;
-use tonic::transport::Endpoint;
+use tonic::transport::ClientTlsConfig;
 
 use crate::error::AgentError;
+
+/// The channel of every agent RPC: a master's channel plus the join token.
+pub(crate) type AgentChannel = tonic::service::interceptor::InterceptedService<Channel, JoinToken>;
+
+/// Adds the join token to each request.
+#[derive(Clone, Default)]
+pub(crate) struct JoinToken(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl JoinToken {
+    /// The `authorization` value for `token` (none when absent or blank); an error when the
+    /// token cannot be a header value (never echoed: it is a secret).
+    fn new(token: Option<&str>) -> Result<Self, AgentError> {
+        let Some(t) = token.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(Self(None));
+        };
+        let value = format!("Bearer {t}")
+            .parse()
+            .map_err(|_| AgentError::Config("token: not a valid token (printable ASCII only)".into()))?;
+        Ok(Self(Some(value)))
+    }
+}
+
+impl tonic::service::Interceptor for JoinToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
 
 /// Largest message the agent accepts: an assignment batch carries whole task specs (each up to
 /// 64 KiB of command and 64 KiB of environment), so tonic's 4 MiB default is too small.
@@ -30,6 +60,8 @@ pub(crate) struct Masters {
     /// Index of the master calls go to: the last one that answered.
     current: AtomicUsize,
     rpc_timeout: Duration,
+    /// `authorization: Bearer <join token>`, sent on every call.
+    token: JoinToken,
 }
 
 struct Master {
@@ -73,10 +105,14 @@ impl fmt::Display for RpcError {
 }
 
 impl Masters {
-    /// Channels to `uris` (normalised `http://host:port`), connected on first use. The first
-    /// master is picked at random, so that agents spread over the masters. Needs a Tokio runtime.
+    /// Channels to `uris` (normalised `http://host:port`, or `https://host:port` with `tls`:
+    /// then each master's certificate must name the host dialled), connected on first use. The
+    /// first master is picked at random, so that agents spread over the masters. Needs a Tokio
+    /// runtime.
     pub fn new(
         uris: &[String],
+        tls: Option<&ClientTlsConfig>,
+        token: Option<&str>,
         connect_timeout: Duration,
         rpc_timeout: Duration,
     ) -> Result<Self, AgentError> {
@@ -87,8 +123,8 @@ impl Masters {
         }
         let mut list = Vec::with_capacity(uris.len());
         for uri in uris {
-            let endpoint = Endpoint::from_shared(uri.clone())
-                .map_err(|e| AgentError::Config(format!("masters: {uri:?}: {e}")))?
+            let endpoint = taurus_protocol::tls::endpoint(uri, tls)
+                .map_err(|e| AgentError::Config(format!("masters: {e}")))?
                 .connect_timeout(connect_timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(5))
@@ -104,6 +140,7 @@ impl Masters {
             list,
             current: AtomicUsize::new(start),
             rpc_timeout,
+            token: JoinToken::new(token)?,
         })
     }
 
@@ -124,10 +161,13 @@ impl Masters {
         &self.list[idx % self.list.len()].uri
     }
 
-    /// A client on master `idx`.
-    pub fn client(&self, idx: usize) -> AgentServiceClient<Channel> {
-        AgentServiceClient::new(self.list[idx % self.list.len()].channel.clone())
-            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
+    /// A client on master `idx`, sending the join token (if any) on every call.
+    pub fn client(&self, idx: usize) -> AgentServiceClient<AgentChannel> {
+        AgentServiceClient::with_interceptor(
+            self.list[idx % self.list.len()].channel.clone(),
+            self.token.clone(),
+        )
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
     }
 
     /// Moves past master `idx` after it failed. Leaves the current master alone when another
@@ -143,7 +183,7 @@ impl Masters {
     /// agent to the next master.
     pub async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, RpcError>
     where
-        F: FnOnce(AgentServiceClient<Channel>) -> Fut,
+        F: FnOnce(AgentServiceClient<AgentChannel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let idx = self.current();
@@ -188,12 +228,30 @@ mod tests {
     #[tokio::test]
     async fn masters_rotate_on_failure_and_start_anywhere() {
         let uris: Vec<String> = (1..=3).map(|p| format!("http://127.0.0.1:{p}")).collect();
-        let m = Masters::new(&uris, Duration::from_millis(100), Duration::from_millis(200)).expect("valid");
+        let m = Masters::new(
+            &uris,
+            None,
+            None,
+            Duration::from_millis(100),
+            Duration::from_millis(200),
+        )
+        .expect("valid");
         let first = m.current();
         m.rotate(first);
         assert_eq!(m.current(), (first + 1) % 3);
         m.rotate(first); // someone else already moved on: no change
         assert_eq!(m.current(), (first + 1) % 3);
-        assert!(Masters::new(&[], Duration::from_secs(1), Duration::from_secs(1)).is_err());
+        assert!(Masters::new(&[], None, None, Duration::from_secs(1), Duration::from_secs(1)).is_err());
+        assert!(
+            Masters::new(
+                &uris,
+                None,
+                Some("bad\ntoken"),
+                Duration::from_secs(1),
+                Duration::from_secs(1)
+            )
+            .is_err(),
+            "a token that cannot be a header is a configuration error"
+        );
     }
 }

@@ -115,18 +115,58 @@ fn unsafe_no_fence_from_env() -> bool {
     on
 }
 
+/// Says at every start how tasks are confined, and warns when a root agent runs them as root.
+fn warn_about_exec_settings(exec: &crate::sandbox::ExecSettings, executor: &Executor) {
+    use crate::sandbox::TaskUser;
+    let limits = if executor.uses_cgroups() {
+        "cgroup v2"
+    } else {
+        "rlimits (no CPU limit)"
+    };
+    match exec.user {
+        // SAFETY: geteuid has no preconditions.
+        TaskUser::Agent if unsafe { libc::geteuid() } == 0 => tracing::warn!(
+            limits,
+            "tasks run as root, like the agent: set exec.dynamic_uids (one uid per task) or \
+             exec.user in the agent configuration"
+        ),
+        TaskUser::Agent => tracing::info!(
+            limits,
+            "tasks run as the agent's user: they can read each other's files and the agent's"
+        ),
+        TaskUser::Fixed { uid, gid } => tracing::info!(
+            uid,
+            gid,
+            limits,
+            "tasks run as one user: they can read each other's files"
+        ),
+        TaskUser::Dynamic { first, last } => {
+            tracing::info!(first, last, limits, "every task runs with a uid of its own")
+        }
+    }
+}
+
 /// [`run`] for a configuration resolved already.
 pub async fn run_resolved(
     settings: ResolvedConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let span = tracing::info_span!("agent", agent = %settings.id);
+    if settings.insecure_remote {
+        tracing::warn!(
+            masters = ?settings.masters,
+            "INSECURE: talking to remote masters without TLS (--insecure); commands, outputs and \
+             tokens cross the network in clear text and anyone can pose as a master"
+        );
+    }
     async move {
         let mut executor = Executor::new(
             &settings.work_dir,
             settings.output_tail_bytes,
             settings.kill_grace,
-        )?;
+        )?
+        .with_exec_settings(settings.exec.clone())?;
+        warn_about_exec_settings(&settings.exec, &executor);
         if let Some(program) = &settings.supervisor {
             if !program.exists() {
                 return Err(AgentError::Config(format!(
@@ -153,8 +193,18 @@ pub async fn run_resolved(
         if !killed.is_empty() {
             tracing::warn!(groups = ?killed, "killed process groups left by a previous incarnation");
         }
+        let tls = match &settings.tls {
+            Some(files) => Some(
+                files
+                    .client_config()
+                    .map_err(|e| AgentError::Config(format!("tls.{e}")))?,
+            ),
+            None => None,
+        };
         let masters = Arc::new(Masters::new(
             &settings.masters,
+            tls.as_ref(),
+            settings.token.as_deref(),
             settings.connect_timeout,
             settings.rpc_timeout,
         )?);
@@ -535,6 +585,8 @@ impl Runtime {
             command: spec.command,
             env: spec.env.into_iter().collect(),
             timeout: (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms)),
+            cpu_millis: spec.resources.as_ref().map_or(0, |r| r.cpu_millis),
+            memory_mb: spec.resources.as_ref().map_or(0, |r| r.memory_mb),
         };
         tracing::debug!(task = %spec.id, attempt = a.attempt, token, "claiming");
         self.reporter.send(v1::TaskStatusReport {

@@ -32,6 +32,7 @@
 //! |--------------|--------------------------------------------------------------------------|
 //! | `L <ns>`     | the agent's lease ends at `CLOCK_MONOTONIC` `<ns>` (replaces the last)   |
 //! | `K`          | kill the task now                                                        |
+//! | `S <words>`  | confine the task: uid, gid, rlimits, cgroup, ... ([`Confinement::to_line`]); sent before the supervisor starts, never after; a malformed one means no task |
 //! | end of file  | the agent is gone (the kernel closes its end when it dies, by any means) |
 //!
 //! Other lines are ignored (a newer agent may say more); a malformed `L` line kills the task,
@@ -70,6 +71,7 @@ use std::process::ExitCode;
 use std::process::Stdio;
 
 use crate::lease::monotonic_now_ns;
+use crate::sandbox::Confinement;
 
 /// The arguments that make the agent's binary a supervisor: `PROGRAM agent supervise --
 /// COMMAND...`.
@@ -188,7 +190,12 @@ pub fn main(command: Vec<OsString>) -> ExitCode {
         return ExitCode::from(EXIT_NOT_STARTED);
     }
 
-    let child = match spawn(program, &command[1..]) {
+    if let Some(why) = &control.bad_confinement {
+        send(&Status::Error(format!("cannot confine the task: {why}")));
+        return ExitCode::from(EXIT_CANNOT_START);
+    }
+    let confinement = control.confinement.take().unwrap_or_default();
+    let child = match spawn(program, &command[1..], &confinement) {
         Ok(child) => child,
         Err(e) => {
             send(&Status::Error(format!(
@@ -201,17 +208,21 @@ pub fn main(command: Vec<OsString>) -> ExitCode {
     supervise(child, control)
 }
 
-/// Starts the task in our process group, stdin `/dev/null`, SIGTERM at its default action, and
-/// SIGKILLed by the kernel if we die.
-fn spawn(program: &OsString, args: &[OsString]) -> std::io::Result<Child> {
+/// Starts the task in our process group, stdin `/dev/null`, SIGTERM at its default action,
+/// confined as the agent said, and SIGKILLed by the kernel if we die.
+fn spawn(program: &OsString, args: &[OsString], confinement: &Confinement) -> std::io::Result<Child> {
+    let confinement = confinement.prepare()?;
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null());
     // SAFETY: getpid has no preconditions.
     let supervisor = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // calls (signal, prctl, getppid); it allocates nothing on success.
+    // calls (those of `Prepared::apply`, signal, prctl, getppid); it allocates nothing on
+    // success.
     unsafe {
         cmd.pre_exec(move || {
+            // First: a change of identity clears the death signal.
+            confinement.apply()?;
             libc::signal(libc::SIGTERM, libc::SIG_DFL);
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -278,6 +289,10 @@ struct Control {
     kill: bool,
     /// End of file (or an error) on the socket: the agent is gone.
     gone: bool,
+    /// The last `S` line.
+    confinement: Option<Confinement>,
+    /// Why the last `S` line could not be read.
+    bad_confinement: Option<String>,
 }
 
 impl Control {
@@ -366,6 +381,13 @@ impl Control {
                 Err(_) => self.kill = true,
             },
             "K" => self.kill = true,
+            "S" => match Confinement::parse(rest) {
+                Ok(c) => {
+                    self.confinement = Some(c);
+                    self.bad_confinement = None;
+                }
+                Err(why) => self.bad_confinement = Some(why),
+            },
             _ => {}
         }
     }

@@ -51,12 +51,19 @@ pub fn resolve_config(args: &AgentStartArgs, ctx: &Context) -> anyhow::Result<Ag
         labels: (!args.label.is_empty()).then(|| args.label.iter().cloned().collect()),
         pool: args.pool.clone(),
         drain_timeout: args.drain_timeout,
+        tls_ca: args.tls_ca.clone(),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
     });
     if let Some(d) = args.heartbeat_interval {
         config.heartbeat_interval = d;
     }
     if let Some(d) = args.lease_timeout {
         config.lease_timeout = d;
+    }
+    config.insecure |= args.insecure;
+    if args.token.is_some() {
+        config.token = args.token.clone();
     }
     Ok(config)
 }
@@ -79,6 +86,12 @@ pub async fn run(args: AgentStartArgs, ctx: &Context) -> anyhow::Result<ExitCode
         AgentError::Config(why) => anyhow::anyhow!("agent configuration: {why}"),
         other => anyhow::Error::new(other).context("agent configuration"),
     })?;
+    if let Some(files) = &resolved.tls {
+        // Unusable files are one clear line now, not a retry loop later.
+        files
+            .client_config()
+            .map_err(|e| anyhow::anyhow!("agent configuration: tls.{e}"))?;
+    }
     resolved.supervisor = Some(supervisor_program()?);
     crate::master::init_logging(args.log_format)?;
     tracing::info!(
@@ -88,6 +101,7 @@ pub async fn run(args: AgentStartArgs, ctx: &Context) -> anyhow::Result<ExitCode
         cpu_millis = resolved.cpu_millis,
         memory_mb = resolved.memory_mb,
         max_tasks = resolved.max_tasks,
+        tls = resolved.tls.is_some(),
         "starting agent"
     );
     taurus_agent::run_resolved(resolved, crate::master::shutdown_signal()).await?;
@@ -125,6 +139,8 @@ mod tests {
             masters: cli.masters,
             timeout: cli.timeout,
             json: false,
+            tls: None,
+            token: None,
         };
         (args, ctx)
     }

@@ -33,6 +33,25 @@ pub struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// CA certificate (PEM) the masters' certificates must be signed by. With --cert and
+    /// --key, every command talks to the masters over mutual TLS (see `taurus tls`).
+    #[arg(long, global = true, env = "TAURUS_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// This client's certificate (PEM), signed by the CA.
+    #[arg(long, global = true, env = "TAURUS_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, global = true, env = "TAURUS_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Bearer token sent on every call (from `taurus acl bootstrap` or `acl token create`).
+    #[arg(
+        long,
+        global = true,
+        env = "TAURUS_TOKEN",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -56,6 +75,124 @@ pub enum Command {
     Bench(BenchCmd),
     /// Start a local 3-master cluster, submit demo tasks, and keep it running until Ctrl-C.
     Dev(DevArgs),
+    /// Make a CA and certificates for mutual TLS.
+    #[command(subcommand)]
+    Tls(TlsCmd),
+    /// Access control: bootstrap, tokens, whoami.
+    #[command(subcommand)]
+    Acl(AclCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AclCmd {
+    /// Create the cluster's first admin token (once; needs no credentials). Prints the secret.
+    Bootstrap {
+        /// Name of the admin token.
+        #[arg(long, default_value = "bootstrap")]
+        name: String,
+    },
+    /// Create, list and revoke tokens (admin).
+    #[command(subcommand)]
+    Token(AclTokenCmd),
+    /// Show who the masters take this caller for.
+    Whoami,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AclTokenCmd {
+    /// Create a token; its secret is printed once and never shown again.
+    Create {
+        /// Who or what the token is for; tasks record it as their submitter.
+        #[arg(long)]
+        name: String,
+        /// read, submit, operator, admin, or agent (with --agent).
+        #[arg(long)]
+        role: String,
+        /// For the agent role: the agent id the token may act as.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Lifetime, e.g. 30d or 12h (default: never expires).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// Tasks per second it may submit to one master (default: the masters' default).
+        #[arg(long)]
+        rate: Option<u32>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id (acl-N); it stops working on every master.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCmd {
+    /// The cluster's certificate authority.
+    #[command(subcommand)]
+    Ca(TlsCaCmd),
+    /// Certificates of masters, agents and clients, signed by the CA.
+    #[command(subcommand)]
+    Cert(TlsCertCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCaCmd {
+    /// Make a new CA: DIR/ca.crt and DIR/ca.key (keep the key secret: it makes members).
+    Create(TlsCaCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TlsCaCreateArgs {
+    /// Directory to write into (created if missing).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// The CA's common name.
+    #[arg(long, default_value = "taurus-ca")]
+    pub name: String,
+    /// Days the CA is valid.
+    #[arg(long, default_value_t = 3650)]
+    pub days: u32,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCertCmd {
+    /// Make a certificate and key signed by the CA: DIR/ROLE-NAME.crt and DIR/ROLE-NAME.key.
+    Create(TlsCertCreateArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("role").required(true).args(["master", "agent", "client"])))]
+pub struct TlsCertCreateArgs {
+    /// A master's certificate (server and client): SANs NAME, localhost, 127.0.0.1 and --san.
+    #[arg(long, value_name = "NAME")]
+    pub master: Option<String>,
+    /// An agent's certificate: NAME must be the agent's id.
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
+    /// A client's (user's or program's) certificate.
+    #[arg(long, value_name = "NAME")]
+    pub client: Option<String>,
+    /// Extra subject alternative names of a master: IP addresses or DNS names its peers,
+    /// agents and clients dial it by (repeatable, or comma-separated).
+    #[arg(long, value_name = "IP|DNS", value_delimiter = ',', requires = "master")]
+    pub san: Vec<String>,
+    /// Directory to write into (created if missing).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// The CA certificate (default: DIR/ca.crt).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// The CA key (default: DIR/ca.key).
+    #[arg(long, value_name = "FILE")]
+    pub ca_key: Option<PathBuf>,
+    /// Days the certificate is valid.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +224,25 @@ pub struct MasterStartArgs {
     /// Placement policy: greedy, delay-guided, binpack or spread (default: the file's, or greedy).
     #[arg(long, env = "TAURUS_POLICY", value_parser = parse_policy)]
     pub policy: Option<PolicyKind>,
+    /// CA certificate (PEM) for mutual TLS (tls.ca_file): clients, agents and peers must
+    /// present a certificate it signed. TLS needs all of --tls-ca, --tls-cert and --tls-key.
+    #[arg(long, value_name = "FILE", env = "TAURUS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This master's certificate (PEM, tls.cert_file): `taurus tls cert create --master NAME`.
+    #[arg(long, value_name = "FILE", env = "TAURUS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM, tls.key_file).
+    #[arg(long, value_name = "FILE", env = "TAURUS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Require authentication on every call (auth.enabled = true): bearer tokens, agent
+    /// certificates or join tokens. Bootstrap the first admin token with `taurus acl bootstrap`.
+    #[arg(long, env = "TAURUS_AUTH")]
+    pub auth: bool,
+    /// Allow listening on a non-loopback address without TLS and authentication (insecure =
+    /// true). Whoever reaches the port can run commands on every agent; a warning is logged at
+    /// every start.
+    #[arg(long, env = "TAURUS_INSECURE")]
+    pub insecure: bool,
     /// Log format (the level comes from RUST_LOG, default info,openraft=warn).
     #[arg(long, env = "TAURUS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -246,6 +402,8 @@ impl ListArgs {
     }
 }
 
+// Parsed once per process: the size of the `start` variant costs nothing worth a `Box`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum AgentCmd {
     /// Run an agent until Ctrl-C or SIGTERM. Settings: flags > TAURUS_AGENT_* env > --config
@@ -352,6 +510,25 @@ pub struct AgentStartArgs {
         value_parser = parse_duration
     )]
     pub drain_timeout: Option<Duration>,
+    /// CA certificate (PEM) the masters' certificates must be signed by (tls.ca_file). TLS
+    /// needs all of --tls-ca, --tls-cert and --tls-key.
+    #[arg(long, value_name = "FILE", env = "TAURUS_AGENT_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This agent's certificate (PEM, tls.cert_file): `taurus tls cert create --agent ID`.
+    #[arg(long, value_name = "FILE", env = "TAURUS_AGENT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM, tls.key_file).
+    #[arg(long, value_name = "FILE", env = "TAURUS_AGENT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow masters on non-loopback addresses without TLS (insecure = true): commands,
+    /// outputs and tokens cross the network in clear text. A warning is logged at every start.
+    #[arg(long, env = "TAURUS_AGENT_INSECURE")]
+    pub insecure: bool,
+    /// Join token (an agent-role token bound to this agent's id) for masters with
+    /// authentication on, when the agent has no certificate. Prefer the environment variable or
+    /// token_file in the configuration: command lines are visible to other users.
+    #[arg(long, env = "TAURUS_AGENT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Log format (the level comes from RUST_LOG).
     #[arg(long, env = "TAURUS_AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,

@@ -1,4 +1,8 @@
 //! `taurus dev`: a local cluster of 3 masters and 2 agents as child processes, with a demo.
+//!
+//! Everything runs with mutual TLS: `taurus dev` makes a CA and one certificate per master,
+//! agent and for the user (`DIR/tls/`), and prints the `TAURUS_CA`/`TAURUS_CERT`/`TAURUS_KEY`
+//! the user needs to talk to the cluster.
 
 use std::fs::File;
 use std::path::Path;
@@ -11,6 +15,9 @@ use anyhow::Context as _;
 use anyhow::bail;
 use taurus_client::Client;
 use taurus_client::v1;
+use taurus_protocol::tls::TlsFiles;
+use taurus_protocol::tls::generate;
+use taurus_protocol::tls::generate::Role;
 use tokio::process::Child;
 use tokio::process::Command;
 
@@ -21,6 +28,8 @@ use crate::task::print_task_table;
 
 const MASTERS: u16 = 3;
 const AGENTS: u16 = 2;
+/// Name of the user's client certificate.
+const DEV_USER: &str = "dev-user";
 /// Tasks each dev agent runs at once: enough for `bench e2e` to measure the masters, not the slots.
 const DEV_AGENT_SLOTS: &str = "256";
 /// How long the demo waits for its agents to register and its tasks to finish.
@@ -47,6 +56,46 @@ struct DevCluster {
     agents: Vec<Proc>,
 }
 
+/// The TLS files of a dev cluster: one set per master and agent, and the user's.
+struct DevTls {
+    masters: Vec<TlsFiles>,
+    agents: Vec<TlsFiles>,
+    user: TlsFiles,
+}
+
+impl DevTls {
+    /// A fresh CA and certificates in `dir` (replacing those of an earlier run).
+    fn create(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let master_names: Vec<String> = (1..=MASTERS).map(|i| format!("master-{i}")).collect();
+        let agent_names: Vec<String> = (1..=AGENTS).map(|i| format!("agent-{i}")).collect();
+        let mut holders: Vec<(Role, &str)> = Vec::new();
+        holders.extend(master_names.iter().map(|n| (Role::Master, n.as_str())));
+        holders.extend(agent_names.iter().map(|n| (Role::Agent, n.as_str())));
+        holders.push((Role::Client, DEV_USER));
+        let mut files = generate::write_set(dir, &holders, true)
+            .with_context(|| format!("cannot make TLS certificates in {}", dir.display()))?;
+        let user = files.pop().context("no user certificate")?;
+        let agents = files.split_off(MASTERS as usize);
+        Ok(DevTls {
+            masters: files,
+            agents,
+            user,
+        })
+    }
+}
+
+/// `--tls-ca F --tls-cert F --tls-key F`.
+fn tls_args(command: &mut Command, files: &TlsFiles) {
+    command
+        .arg("--tls-ca")
+        .arg(&files.ca_file)
+        .arg("--tls-cert")
+        .arg(&files.cert_file)
+        .arg("--tls-key")
+        .arg(&files.key_file);
+}
+
 pub async fn run(args: DevArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
     let (dir, temp) = match args.dir {
         Some(dir) => {
@@ -68,10 +117,20 @@ pub async fn run(args: DevArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
             .context("--base-port: ports P..P+2 must be between 1 and 65535")?,
         None => free_ports(MASTERS as usize)?,
     };
-    let mut cluster = DevCluster::start(&dir, &ports)?;
+    let tls = DevTls::create(&dir.join("tls"))?;
+    println!(
+        "made a CA and certificates in {} (one per master and agent, and yours: {})",
+        dir.join("tls").display(),
+        tls.user.cert_file.display()
+    );
+    let mut cluster = DevCluster::start(&dir, &ports, &tls)?;
     let masters: Vec<String> = cluster.masters.iter().map(|m| m.addr.clone()).collect();
-    println!("started {} masters: {}", masters.len(), masters.join(", "));
-    cluster.start_agents(&dir, &masters)?;
+    println!(
+        "started {} masters (mutual TLS): {}",
+        masters.len(),
+        masters.join(", ")
+    );
+    cluster.start_agents(&dir, &masters, &tls)?;
     println!(
         "started {} agents: {}",
         cluster.agents.len(),
@@ -91,13 +150,14 @@ pub async fn run(args: DevArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
     // Ctrl-C is handled from here on, so the masters are always stopped in order.
     let shutdown = crate::master::shutdown_signal();
     tokio::pin!(shutdown);
+    let token_file = dir.join("admin.token");
     let outcome = tokio::select! {
-        outcome = demo(&mut cluster, &masters) => Some(outcome),
+        outcome = demo(&mut cluster, &masters, &tls.user, &token_file) => Some(outcome),
         _ = &mut shutdown => None,
     };
     let outcome = match outcome {
         Some(Ok(())) if !args.exit_after_demo => {
-            print_usage(&masters, &dir);
+            print_usage(&masters, &dir, &tls.user, &token_file);
             cluster.wait_for_shutdown(shutdown).await;
             Ok(())
         }
@@ -133,7 +193,7 @@ pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
 }
 
 impl DevCluster {
-    fn start(dir: &Path, ports: &[u16]) -> anyhow::Result<Self> {
+    fn start(dir: &Path, ports: &[u16], tls: &DevTls) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the taurus binary")?;
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let peers = addrs
@@ -159,9 +219,12 @@ impl DevCluster {
                     addr,
                     "--peers",
                     &peers,
+                    // Every call needs a token or an agent certificate, as in production.
+                    "--auth",
                 ])
                 .arg("--data-dir")
                 .arg(dir.join(format!("master-{id}")));
+            tls_args(&mut command, &tls.masters[i]);
             let child = command
                 .spawn()
                 .with_context(|| format!("cannot start master {id} ({})", exe.display()))?;
@@ -180,7 +243,7 @@ impl DevCluster {
     }
 
     /// Starts the agents, each with its own work directory, pointed at every master.
-    fn start_agents(&mut self, dir: &Path, masters: &[String]) -> anyhow::Result<()> {
+    fn start_agents(&mut self, dir: &Path, masters: &[String], tls: &DevTls) -> anyhow::Result<()> {
         let exe = std::env::current_exe().context("cannot find the taurus binary")?;
         for i in 1..=AGENTS {
             let name = format!("agent-{i}");
@@ -193,6 +256,7 @@ impl DevCluster {
                 .args(["--max-tasks", DEV_AGENT_SLOTS])
                 .arg("--work-dir")
                 .arg(dir.join(&name));
+            tls_args(&mut command, &tls.agents[usize::from(i) - 1]);
             let child = command
                 .spawn()
                 .with_context(|| format!("cannot start {name} ({})", exe.display()))?;
@@ -249,6 +313,28 @@ impl DevCluster {
             tokio::time::sleep(POLL_INTERVAL).await;
         }
         bail!("agents did not register within {}s ({last})", DEMO_WAIT.as_secs())
+    }
+
+    /// Creates the cluster's first admin token once a leader takes writes; returns its secret.
+    async fn bootstrap(&mut self, client: &Client) -> anyhow::Result<String> {
+        let mut last_error = String::from("no answer yet");
+        let give_up = std::time::Instant::now() + LEADER_WAIT;
+        while std::time::Instant::now() < give_up {
+            self.check_alive()?;
+            match client.acl_bootstrap("dev-admin").await {
+                Ok(token) => return Ok(token.secret),
+                // Refused for good (a retry after a lost answer, or a reused --dir).
+                Err(e) if e.to_string().contains("already bootstrapped") => {
+                    bail!("cannot bootstrap access control: {e}; start with a fresh --dir")
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        bail!(
+            "could not bootstrap access control within {}s ({last_error})",
+            LEADER_WAIT.as_secs()
+        )
     }
 
     async fn wait_for_leader(&mut self, client: &Client) -> anyhow::Result<v1::ClusterStatus> {
@@ -338,8 +424,22 @@ fn child_command(exe: &Path, out: File, err: File) -> Command {
     command
 }
 
-async fn demo(cluster: &mut DevCluster, masters: &[String]) -> anyhow::Result<()> {
-    let client = Client::new(masters.to_vec())?.with_deadline(Duration::from_secs(1));
+async fn demo(
+    cluster: &mut DevCluster,
+    masters: &[String],
+    tls: &TlsFiles,
+    token_file: &Path,
+) -> anyhow::Result<()> {
+    let client = Client::with_tls(masters.to_vec(), tls)?
+        .with_deadline(Duration::from_secs(1))
+        .with_token("")?;
+    let secret = cluster.bootstrap(&client).await?;
+    write_secret(token_file, &secret)?;
+    println!(
+        "bootstrapped access control: the admin token is in {}",
+        token_file.display()
+    );
+    let client = client.with_token(&secret)?;
     let status = cluster.wait_for_leader(&client).await?;
     println!("master {} is the leader (term {})", status.leader, status.term);
 
@@ -400,7 +500,21 @@ async fn demo(cluster: &mut DevCluster, masters: &[String]) -> anyhow::Result<()
     Ok(())
 }
 
-fn print_usage(masters: &[String], dir: &Path) {
+/// Writes a secret readable by its owner only.
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{secret}").with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn print_usage(masters: &[String], dir: &Path, tls: &TlsFiles, token_file: &Path) {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "taurus".into());
@@ -409,6 +523,8 @@ fn print_usage(masters: &[String], dir: &Path) {
 The cluster is running. In another terminal (taurus is {exe}):
 
   export TAURUS_MASTERS={}
+  export TAURUS_CA={} TAURUS_CERT={} TAURUS_KEY={}
+  export TAURUS_TOKEN=$(cat {})
   taurus task submit --name hi -- echo hi     # prints the task id
   taurus task wait ID && taurus task logs ID
   taurus task list
@@ -419,6 +535,10 @@ The cluster is running. In another terminal (taurus is {exe}):
 
 Logs: {}/master-N.log and agent-N.log. Press Ctrl-C to stop the cluster.",
         masters.join(","),
+        tls.ca_file.display(),
+        tls.cert_file.display(),
+        tls.key_file.display(),
+        token_file.display(),
         dir.display()
     );
 }

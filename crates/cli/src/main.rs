@@ -6,6 +6,7 @@
 //! error, and for `task wait` and `task logs --follow` 1 when the task ended in a state other
 //! than succeeded.
 
+mod acl;
 mod agent;
 mod agent_start;
 mod args;
@@ -15,8 +16,10 @@ mod dev;
 mod master;
 mod output;
 mod task;
+mod tls;
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,6 +27,7 @@ use clap::Parser;
 use clap::error::ContextKind;
 use clap::error::ErrorKind;
 use taurus_client::Client;
+use taurus_protocol::tls::TlsFiles;
 
 use crate::args::Cli;
 use crate::args::Command;
@@ -36,6 +40,10 @@ pub struct Context {
     pub masters: Vec<String>,
     pub timeout: Duration,
     pub json: bool,
+    /// `--ca`/`--cert`/`--key` when any was given (a missing one is an empty path).
+    pub tls: Option<TlsFiles>,
+    /// `--token` / `TAURUS_TOKEN`.
+    pub token: Option<String>,
 }
 
 impl Context {
@@ -46,8 +54,38 @@ impl Context {
             .map(|m| m.trim().to_string())
             .filter(|m| !m.is_empty())
             .collect();
-        Ok(Client::new(masters)?.with_deadline(self.timeout))
+        let client = match &self.tls {
+            None => Client::new(masters)?,
+            Some(files) => {
+                if let Some(key) = files.missing_key() {
+                    let flag = match key {
+                        "ca_file" => "--ca (TAURUS_CA)",
+                        "cert_file" => "--cert (TAURUS_CERT)",
+                        _ => "--key (TAURUS_KEY)",
+                    };
+                    anyhow::bail!("{flag} is missing: TLS needs all of --ca, --cert and --key");
+                }
+                Client::with_tls(masters, files)?
+            }
+        };
+        let client = match &self.token {
+            Some(t) => client.with_token(t)?,
+            None => client,
+        };
+        Ok(client.with_deadline(self.timeout))
     }
+}
+
+/// `--ca`/`--cert`/`--key` as files, when any of them is given.
+fn tls_files(ca: Option<PathBuf>, cert: Option<PathBuf>, key: Option<PathBuf>) -> Option<TlsFiles> {
+    if ca.is_none() && cert.is_none() && key.is_none() {
+        return None;
+    }
+    Some(TlsFiles {
+        ca_file: ca.unwrap_or_default(),
+        cert_file: cert.unwrap_or_default(),
+        key_file: key.unwrap_or_default(),
+    })
 }
 
 fn main() -> ExitCode {
@@ -76,6 +114,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         masters: cli.masters,
         timeout: cli.timeout,
         json: cli.json,
+        tls: tls_files(cli.ca, cli.cert, cli.key),
+        token: cli.token,
     };
     match cli.command {
         Command::Master(cmd) => master::run(cmd).await,
@@ -84,6 +124,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(cmd) => agent::run(cmd, &ctx).await,
         Command::Bench(cmd) => bench::run(cmd, &ctx).await,
         Command::Dev(args) => dev::run(args, &ctx).await,
+        Command::Tls(cmd) => tls::run(cmd),
+        Command::Acl(cmd) => acl::run(cmd, &ctx).await,
     }
 }
 

@@ -32,10 +32,16 @@ pub fn resolve_config(args: MasterStartArgs) -> anyhow::Result<MasterConfig> {
         advertise: args.advertise,
         data_dir: args.data_dir,
         peers: args.peers,
+        tls_ca: args.tls_ca,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
     });
     if let Some(policy) = args.policy {
         config.scheduler.policy = policy;
     }
+    // Flags can only turn these on: a file that enables auth is never weakened by a default.
+    config.auth.enabled |= args.auth;
+    config.insecure |= args.insecure;
     config.validate()?;
     Ok(config)
 }
@@ -58,6 +64,11 @@ pub fn init_logging(format: LogFormat) -> anyhow::Result<()> {
 async fn start(args: MasterStartArgs) -> anyhow::Result<ExitCode> {
     let format = args.log_format;
     let config = resolve_config(args)?;
+    if let Some(files) = &config.tls {
+        // Unusable TLS files are one clear line, before logging starts.
+        files.server_config().map_err(taurus_master::MasterError::from)?;
+        files.client_config().map_err(taurus_master::MasterError::from)?;
+    }
     init_logging(format)?;
     tracing::info!(
         id = config.id,
@@ -66,6 +77,7 @@ async fn start(args: MasterStartArgs) -> anyhow::Result<ExitCode> {
         data_dir = %config.data_dir.display(),
         peers = ?config.peers,
         policy = %config.scheduler.policy,
+        tls = config.tls.is_some(),
         "starting master"
     );
     taurus_master::run(config, shutdown_signal()).await?;

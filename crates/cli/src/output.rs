@@ -85,6 +85,10 @@ pub struct TaskView {
     pub not_before_ms: u64,
     /// When it last became runnable.
     pub queued_at_ms: u64,
+    /// The principal that submitted it.
+    pub submitted_by: String,
+    /// The principal whose cancel request ended it; empty otherwise.
+    pub cancelled_by: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -146,6 +150,8 @@ impl From<&v1::Task> for TaskView {
             deadline_ms: spec.deadline_ms,
             not_before_ms: t.not_before_ms,
             queued_at_ms: t.queued_at_ms,
+            submitted_by: t.submitted_by.clone(),
+            cancelled_by: t.cancelled_by.clone(),
         }
     }
 }

@@ -219,6 +219,13 @@ fn print_details(task: &v1::Task, read: Option<&v1::ReadInfo>) {
     add("labels:", pairs(&t.labels));
     add("env:", pairs(&t.env));
     add("submitted:", time_ms(t.submitted_at_ms));
+    add(
+        "submitted by:",
+        crate::output::or_dash(&t.submitted_by).to_string(),
+    );
+    if !t.cancelled_by.is_empty() {
+        add("cancelled by:", t.cancelled_by.clone());
+    }
     add("queued:", time_ms(t.queued_at_ms));
     add("updated:", time_ms(t.updated_at_ms));
     add(

@@ -104,6 +104,20 @@ fn dev_starts_a_cluster_runs_the_demo_and_exits() {
         .join("\n");
     assert_eq!(r.code, Some(0), "{r:?}\n{logs}");
     assert!(r.stdout.contains("is the leader"), "{r:?}");
+    // Everything ran over mutual TLS, with files `taurus dev` made.
+    assert!(r.stdout.contains("(mutual TLS)"), "{r:?}");
+    for file in [
+        "ca.crt",
+        "master-1.crt",
+        "agent-2.crt",
+        "client-dev-user.crt",
+        "client-dev-user.key",
+    ] {
+        assert!(
+            dir.path().join("tls").join(file).is_file(),
+            "{file} missing: {r:?}"
+        );
+    }
     assert!(r.stdout.contains("deploy"), "the demo tasks are listed: {r:?}");
     // Every demo task ran on an agent and exited 0, and the echo tasks' output came back:
     // "  hello    ran on agent-1 (attempt 1), exit 0: hello from taurus".

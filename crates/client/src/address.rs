@@ -1,18 +1,31 @@
-//! Master addresses: `host:port` or `http://host:port`, normalised to a URI tonic accepts.
+//! Master addresses: `host:port`, `http://host:port` or `https://host:port`, normalised to a
+//! URI tonic accepts.
 
 /// Normalises a master address to `http://host:port`, or says what is wrong with it.
 ///
 /// Accepts `host:port` and `http://host:port` (a trailing `/` is ignored). IPv6 hosts need
-/// brackets (`[::1]:7101`). TLS is not supported.
+/// brackets (`[::1]:7101`). `https://` needs TLS settings: see [`normalize_address_for`].
 pub fn normalize_address(addr: &str) -> Result<String, String> {
+    normalize_address_for(addr, false)
+}
+
+/// Normalises a master address for a client with (`tls`) or without TLS: `https://host:port`
+/// or `http://host:port`. With TLS, `host:port`, `http://` and `https://` forms are all dialled
+/// over TLS; without, `https://` is an error (there are no certificates to use).
+pub fn normalize_address_for(addr: &str, tls: bool) -> Result<String, String> {
     let s = addr.trim();
     if s.is_empty() {
         return Err("empty address".into());
     }
-    if s.starts_with("https://") {
-        return Err("TLS (https://) is not supported; use HOST:PORT or http://HOST:PORT".into());
+    if s.starts_with("https://") && !tls {
+        return Err(
+            "https:// needs TLS settings (--ca, --cert and --key); use HOST:PORT or http://HOST:PORT".into(),
+        );
     }
-    let rest = s.strip_prefix("http://").unwrap_or(s);
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
     if rest.contains("://") {
         return Err("unsupported scheme; use HOST:PORT or http://HOST:PORT".into());
     }
@@ -34,7 +47,7 @@ pub fn normalize_address(addr: &str) -> Result<String, String> {
         Ok(0) | Err(_) => return Err(format!("port {port:?} is not a number from 1 to 65535")),
         Ok(_) => {}
     }
-    Ok(format!("http://{rest}"))
+    Ok(format!("{}://{rest}", if tls { "https" } else { "http" }))
 }
 
 #[cfg(test)]
@@ -56,6 +69,23 @@ mod tests {
             "http://master-1.example:80"
         );
         assert_eq!(normalize_address("[::1]:7101").unwrap(), "http://[::1]:7101");
+    }
+
+    #[test]
+    fn with_tls_every_form_becomes_https() {
+        use super::normalize_address_for;
+        for a in [
+            "127.0.0.1:7101",
+            "http://127.0.0.1:7101",
+            "https://127.0.0.1:7101/",
+        ] {
+            assert_eq!(
+                normalize_address_for(a, true).unwrap(),
+                "https://127.0.0.1:7101",
+                "{a}"
+            );
+        }
+        assert!(normalize_address_for("https://h:1/x", true).is_err());
     }
 
     #[test]

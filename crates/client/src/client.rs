@@ -10,17 +10,22 @@ use std::time::Duration;
 use std::time::Instant;
 
 use taurus_core::TaskState;
+use taurus_protocol::tls::TlsFiles;
 use taurus_protocol::v1;
+use taurus_protocol::v1::acl_service_client::AclServiceClient;
 use taurus_protocol::v1::agent_service_client::AgentServiceClient;
 use taurus_protocol::v1::cluster_service_client::ClusterServiceClient;
 use taurus_protocol::v1::task_service_client::TaskServiceClient;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use tonic::Status;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic::transport::Endpoint;
+use tonic::transport::ClientTlsConfig;
 
-use crate::address::normalize_address;
+use crate::address::normalize_address_for;
 use crate::error::ClientError;
 use crate::error::describe;
 use crate::retry::is_retryable;
@@ -47,10 +52,41 @@ pub(crate) struct Inner {
     current: AtomicUsize,
     /// Where `submit` queues requests for coalescing; the task starts on first use.
     coalescer: OnceLock<mpsc::Sender<crate::coalesce::Pending>>,
+    /// Whether masters are dialled over mutual TLS.
+    tls: bool,
+    /// `authorization: Bearer <secret>`, sent on every call when set ([`Client::with_token`],
+    /// or `TAURUS_TOKEN` in the environment).
+    token: std::sync::RwLock<Option<AsciiMetadataValue>>,
+}
+
+/// The environment variable a token is read from by default.
+pub const TOKEN_ENV: &str = "TAURUS_TOKEN";
+
+/// The channel every call goes through: a master's channel plus the bearer token.
+pub type AuthChannel = InterceptedService<Channel, TokenInterceptor>;
+
+/// Adds the client's bearer token (if any) to each request.
+#[derive(Clone)]
+pub struct TokenInterceptor(Option<AsciiMetadataValue>);
+
+impl Interceptor for TokenInterceptor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The `authorization` value for a secret, or why it cannot be one.
+fn bearer_value(secret: &str) -> Result<AsciiMetadataValue, ClientError> {
+    format!("Bearer {}", secret.trim())
+        .parse()
+        .map_err(|_| ClientError::InvalidToken("the token must be printable ASCII".to_string()))
 }
 
 struct Master {
-    /// Normalised `http://host:port`.
+    /// Normalised `http://host:port`, or `https://host:port` with TLS.
     uri: String,
     channel: Channel,
 }
@@ -99,6 +135,26 @@ impl Client {
     /// A client for these masters (`host:port` or `http://host:port`). Connects lazily: an
     /// unreachable master is only noticed by a call. Must be called inside a Tokio runtime.
     pub fn new(masters: Vec<String>) -> Result<Self, ClientError> {
+        Self::build(masters, None)
+    }
+
+    /// A client for these masters over mutual TLS: it trusts only the CA of `files`, presents
+    /// the certificate and key of `files`, and checks that each master's certificate names the
+    /// host it dials. Files that cannot be used are an error now, naming the file.
+    pub fn with_tls(masters: Vec<String>, files: &TlsFiles) -> Result<Self, ClientError> {
+        let tls = files
+            .client_config()
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Self::build(masters, Some(tls))
+    }
+
+    /// [`Client::with_tls`] with TLS settings built already (see
+    /// `taurus_protocol::tls::TlsFiles::client_config`); the server name is set per master.
+    pub fn with_tls_config(masters: Vec<String>, tls: ClientTlsConfig) -> Result<Self, ClientError> {
+        Self::build(masters, Some(tls))
+    }
+
+    fn build(masters: Vec<String>, tls: Option<ClientTlsConfig>) -> Result<Self, ClientError> {
         if masters.is_empty() {
             return Err(ClientError::NoMasters);
         }
@@ -108,8 +164,8 @@ impl Client {
                 addr: addr.clone(),
                 reason,
             };
-            let uri = normalize_address(&addr).map_err(invalid)?;
-            let endpoint = Endpoint::from_shared(uri.clone())
+            let uri = normalize_address_for(&addr, tls.is_some()).map_err(invalid)?;
+            let endpoint = taurus_protocol::tls::endpoint(&uri, tls.as_ref())
                 .map_err(|e| invalid(e.to_string()))?
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true)
@@ -125,6 +181,13 @@ impl Client {
                 masters: built,
                 current: AtomicUsize::new(0),
                 coalescer: OnceLock::new(),
+                tls: tls.is_some(),
+                token: std::sync::RwLock::new(
+                    std::env::var(TOKEN_ENV)
+                        .ok()
+                        .filter(|t| !t.trim().is_empty())
+                        .and_then(|t| bearer_value(&t).ok()),
+                ),
             }),
             deadline: DEFAULT_DEADLINE,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
@@ -137,6 +200,26 @@ impl Client {
             deadline,
             attempt_timeout,
         }
+    }
+
+    /// Sends `secret` as the bearer token (`authorization: Bearer <secret>`) on every call of
+    /// this client and its clones (replacing `TAURUS_TOKEN`); an empty secret sends none.
+    pub fn with_token(self, secret: &str) -> Result<Self, ClientError> {
+        let value = if secret.trim().is_empty() {
+            None
+        } else {
+            Some(bearer_value(secret)?)
+        };
+        if let Ok(mut t) = self.inner.token.write() {
+            *t = value;
+        }
+        Ok(self)
+    }
+
+    /// A master's channel with this client's token attached.
+    pub(crate) fn authed(&self, channel: Channel) -> AuthChannel {
+        let token = self.inner.token.read().ok().and_then(|t| t.clone());
+        InterceptedService::new(channel, TokenInterceptor(token))
     }
 
     /// Sets the overall deadline of each call, retries included (default 10 s).
@@ -197,7 +280,7 @@ impl Client {
         mut attempt: F,
     ) -> Result<(T, usize), ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(AuthChannel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let deadline = Instant::now() + self.deadline;
@@ -207,24 +290,25 @@ impl Client {
             let master = &self.inner.masters[idx];
             let budget = attempt_timeout.min(deadline.saturating_duration_since(Instant::now()));
             attempts += 1;
-            let (code, last) = match tokio::time::timeout(budget, attempt(master.channel.clone())).await {
-                Ok(Ok(response)) => {
-                    self.stick(idx);
-                    return Ok((response.into_inner(), idx));
-                }
-                Ok(Err(status)) if is_retryable(&status) => {
-                    (Some(status.code()), describe(status.code(), status.message()))
-                }
-                Ok(Err(status)) => {
-                    return Err(ClientError::Rejected {
-                        op,
-                        master: master.uri.clone(),
-                        code: status.code(),
-                        message: status.message().to_string(),
-                    });
-                }
-                Err(_) => (None, format!("no answer within {} ms", budget.as_millis())),
-            };
+            let (code, last) =
+                match tokio::time::timeout(budget, attempt(self.authed(master.channel.clone()))).await {
+                    Ok(Ok(response)) => {
+                        self.stick(idx);
+                        return Ok((response.into_inner(), idx));
+                    }
+                    Ok(Err(status)) if is_retryable(&status) => {
+                        (Some(status.code()), describe(status.code(), status.message()))
+                    }
+                    Ok(Err(status)) => {
+                        return Err(ClientError::Rejected {
+                            op,
+                            master: master.uri.clone(),
+                            code: status.code(),
+                            message: status.message().to_string(),
+                        });
+                    }
+                    Err(_) => (None, format!("no answer within {} ms", budget.as_millis())),
+                };
             tracing::debug!(op, master = %master.uri, attempts, error = %last, "attempt failed");
             let give_up = || ClientError::Unavailable {
                 op,
@@ -248,7 +332,7 @@ impl Client {
 
     pub(crate) async fn call<T, F, Fut>(&self, op: &'static str, attempt: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(AuthChannel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         Ok(self.call_at(op, self.attempt_timeout, attempt).await?.0)
@@ -276,7 +360,7 @@ impl Client {
             .members
             .iter()
             .find(|m| m.id == status.leader)
-            .and_then(|m| normalize_address(&m.addr).ok());
+            .and_then(|m| normalize_address_for(&m.addr, self.inner.tls).ok());
         match leader_uri.and_then(|uri| self.inner.masters.iter().position(|m| m.uri == uri)) {
             Some(i) => {
                 self.stick(i);
@@ -540,6 +624,60 @@ fn consistency(stale: bool) -> i32 {
         v1::Consistency::Stale as i32
     } else {
         v1::Consistency::Linearizable as i32
+    }
+}
+
+/// Access control (`AclService`).
+impl Client {
+    /// Creates the first admin token of the cluster (allowed without credentials, once). The
+    /// answer holds the secret; it is never shown again.
+    pub async fn acl_bootstrap(&self, name: &str) -> Result<v1::TokenSecret, ClientError> {
+        let req = v1::AclBootstrapRequest {
+            name: name.to_string(),
+        };
+        self.call("acl bootstrap", |ch| {
+            let req = req.clone();
+            async move { AclServiceClient::new(ch).bootstrap(req).await }
+        })
+        .await
+    }
+
+    /// Creates a token (admin only); the answer holds the secret, shown once.
+    pub async fn create_token(&self, req: v1::CreateTokenRequest) -> Result<v1::TokenSecret, ClientError> {
+        self.call("create token", |ch| {
+            let req = req.clone();
+            async move { AclServiceClient::new(ch).create_token(req).await }
+        })
+        .await
+    }
+
+    /// Every token (admin only), without secrets.
+    pub async fn list_tokens(&self, stale: bool) -> Result<v1::ListTokensResponse, ClientError> {
+        let req = v1::ListTokensRequest {
+            consistency: consistency(stale),
+        };
+        self.call("list tokens", |ch| async move {
+            AclServiceClient::new(ch).list_tokens(req).await
+        })
+        .await
+    }
+
+    /// Revokes a token (admin only); it stops working on every master once this returns.
+    pub async fn revoke_token(&self, id: &str) -> Result<v1::TokenInfo, ClientError> {
+        let req = v1::RevokeTokenRequest { id: id.to_string() };
+        self.call("revoke token", |ch| {
+            let req = req.clone();
+            async move { AclServiceClient::new(ch).revoke_token(req).await }
+        })
+        .await
+    }
+
+    /// Who the masters take this client for.
+    pub async fn who_am_i(&self) -> Result<v1::WhoAmIResponse, ClientError> {
+        self.call("whoami", |ch| async move {
+            AclServiceClient::new(ch).who_am_i(v1::WhoAmIRequest {}).await
+        })
+        .await
     }
 }
 

@@ -13,6 +13,12 @@ pub enum ClientError {
     /// A master address could not be used.
     #[error("invalid master address {addr:?}: {reason}")]
     InvalidAddress { addr: String, reason: String },
+    /// The TLS files could not be used (the message names the file).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The bearer token cannot be sent (not printable ASCII).
+    #[error("token: {0}")]
+    InvalidToken(String),
     /// A master answered with an error that retrying cannot fix.
     #[error("{op}: {}", describe(*code, message))]
     Rejected {

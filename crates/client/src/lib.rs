@@ -23,9 +23,11 @@ mod retry;
 mod watch;
 
 pub use address::normalize_address;
+pub use address::normalize_address_for;
 pub use client::Client;
 pub use client::DEFAULT_ATTEMPT_TIMEOUT;
 pub use client::DEFAULT_DEADLINE;
+pub use client::TOKEN_ENV;
 pub use client::fill_missing_ids;
 pub use client::new_request_id;
 pub use client::prepare_request;

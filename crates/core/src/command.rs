@@ -7,6 +7,9 @@
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::acl::NewToken;
+use crate::acl::Token;
+use crate::acl::TokenId;
 use crate::error::Rejection;
 use crate::types::AgentId;
 use crate::types::AgentInfo;
@@ -30,6 +33,16 @@ pub struct SubmitRequest {
     /// answer the original got. Missing from entries written before keys existed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub request_id: String,
+    /// The proposing master's `max_queued_tasks`: the request is refused whole
+    /// (`ResourceExhausted`) when the tasks it would create would take the number of tasks not
+    /// yet finished beyond it. In the entry, so every replica decides alike whatever its own
+    /// configuration. `None` (and entries written before the bound existed): no bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_limit: Option<u64>,
+    /// The principal submitting (its name), recorded as [`crate::types::Task::submitted_by`] on
+    /// the tasks the request creates. Empty in entries written before principals existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub submitted_by: String,
 }
 
 /// A replicated command.
@@ -45,6 +58,14 @@ pub enum Command {
         id: TaskId,
         reason: String,
         now_ms: UnixMillis,
+        /// The principal cancelling, recorded as [`crate::types::Task::cancelled_by`].
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        by: String,
+        /// True when the principal may cancel only the tasks it submitted (the `submit` role):
+        /// apply refuses (`PermissionDenied`) a task whose `submitted_by` is not `by`. False
+        /// (operators, admins, and entries written before roles existed): any task.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        only_own: bool,
     },
     /// An agent (re)registers. Its new epoch is this entry's log index; whatever the agent held
     /// under an older epoch is lost (new attempt, or failed when attempts are spent).
@@ -72,6 +93,22 @@ pub enum Command {
     },
     /// Time passes: due retries become runnable, tasks past their hard deadline end timed out.
     Tick { now_ms: UnixMillis },
+    /// The first admin token. Refused once the ACL was ever bootstrapped.
+    AclBootstrap { token: NewToken, now_ms: UnixMillis },
+    /// A new token (carrying only the secret's SHA-256).
+    CreateToken { token: NewToken, now_ms: UnixMillis },
+    /// Removes a token; its id is never issued again.
+    RevokeToken { id: TokenId, now_ms: UnixMillis },
+    /// Forgets finished tasks, oldest first: those that finished before `finished_before_ms`,
+    /// then more while over `keep_finished`; at most `max` of them in this entry. Unfinished
+    /// tasks are never touched. Proposed by the leader so that memory, snapshots and disk stay
+    /// bounded under a steady flood of work (`[limits] finished_retention`,
+    /// `max_finished_tasks`).
+    PurgeFinished {
+        finished_before_ms: UnixMillis,
+        keep_finished: u64,
+        max: u32,
+    },
 }
 
 /// Place a task on an agent.
@@ -195,6 +232,12 @@ pub enum Response {
     /// One outcome per report, in order.
     Reported(Vec<ReportOutcome>),
     Ticked(Ticked),
+    /// How many finished tasks a [`Command::PurgeFinished`] forgot.
+    Purged(u64),
+    /// The token `AclBootstrap` or `CreateToken` created.
+    Token(Result<Token, Rejection>),
+    /// The token `RevokeToken` removed.
+    Revoked(Result<Token, Rejection>),
 }
 
 impl std::fmt::Display for Command {
@@ -223,6 +266,21 @@ impl std::fmt::Display for Command {
                 write!(f, "Report(reports={}, now_ms={now_ms})", reports.len())
             }
             Command::Tick { now_ms } => write!(f, "Tick(now_ms={now_ms})"),
+            Command::PurgeFinished {
+                finished_before_ms,
+                keep_finished,
+                max,
+            } => write!(
+                f,
+                "PurgeFinished(before_ms={finished_before_ms}, keep={keep_finished}, max={max})"
+            ),
+            Command::AclBootstrap { token, now_ms } => {
+                write!(f, "AclBootstrap({}, now_ms={now_ms})", token.name)
+            }
+            Command::CreateToken { token, now_ms } => {
+                write!(f, "CreateToken({}, {}, now_ms={now_ms})", token.name, token.role)
+            }
+            Command::RevokeToken { id, now_ms } => write!(f, "RevokeToken({id}, now_ms={now_ms})"),
         }
     }
 }

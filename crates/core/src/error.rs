@@ -20,6 +20,12 @@ pub enum RejectKind {
     NotFound,
     /// The state does not allow it right now (`FAILED_PRECONDITION`).
     FailedPrecondition,
+    /// A configured bound is reached, e.g. the queue is full (`RESOURCE_EXHAUSTED`); the same
+    /// input may succeed later.
+    ResourceExhausted,
+    /// The caller is known but may not do this (`PERMISSION_DENIED`), e.g. a `submit` token
+    /// cancelling a task somebody else submitted.
+    PermissionDenied,
 }
 
 /// A deterministic refusal, naming the offending field (e.g. `tasks[2].depends_on[0]`).
@@ -51,6 +57,22 @@ impl Rejection {
     pub fn failed_precondition(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             kind: RejectKind::FailedPrecondition,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn resource_exhausted(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: RejectKind::ResourceExhausted,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn permission_denied(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: RejectKind::PermissionDenied,
             field: field.into(),
             message: message.into(),
         }

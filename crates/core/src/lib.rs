@@ -7,6 +7,7 @@
 //! same Raft log, arrive at byte-for-byte the same state, and what lets us unit-test the
 //! scheduler's rules without starting anything.
 
+pub mod acl;
 pub mod command;
 pub mod error;
 pub mod liveness;

@@ -61,6 +61,9 @@ use imbl::OrdSet;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::acl;
+use crate::acl::Acl;
+use crate::acl::AclImage;
 use crate::command::AgentStateChanged;
 use crate::command::CancelOutcome;
 use crate::command::Command;
@@ -110,6 +113,10 @@ pub struct State {
     deadlines: OrdSet<(UnixMillis, TaskId)>,
     dependents: imbl::HashMap<TaskId, Vec<TaskId>>,
     by_state: [OrdSet<TaskId>; 7],
+    /// Finished (terminal) tasks by `(updated_at_ms, id)`, oldest first: what
+    /// [`Command::PurgeFinished`] forgets. A terminal task's `updated_at_ms` never changes, so
+    /// the key rebuilt from a snapshot equals the one apply inserted.
+    finished: OrdSet<(UnixMillis, TaskId)>,
     agents: OrdMap<AgentId, Agent>,
     /// Tasks assigned to or running on each agent, with their fencing tokens. Agents holding
     /// nothing have no entry.
@@ -121,6 +128,8 @@ pub struct State {
     /// The index of the entry being applied (for `held_changed`).
     applying: LogIndex,
     next_seq: u64,
+    /// Tokens and the bootstrap flag.
+    acl: Acl,
 }
 
 /// What a snapshot holds: the tasks, the agents and the counters. Indexes are rebuilt on load.
@@ -129,6 +138,9 @@ pub struct StateImageRef<'a> {
     pub next_seq: u64,
     pub tasks: Vec<&'a Task>,
     pub agents: Vec<&'a Agent>,
+    /// Left out while empty, so snapshots of clusters without an ACL are unchanged.
+    #[serde(skip_serializing_if = "AclImage::is_empty")]
+    pub acl: AclImage,
 }
 
 /// The owned form of [`StateImageRef`], for loading a snapshot.
@@ -139,6 +151,9 @@ pub struct StateImage {
     /// Missing from snapshots taken before agents existed.
     #[serde(default)]
     pub agents: Vec<Agent>,
+    /// Missing from snapshots taken before tokens existed (or with none).
+    #[serde(default)]
+    pub acl: AclImage,
 }
 
 /// One page of [`State::list`].
@@ -165,9 +180,13 @@ impl State {
                     .map(|req| self.submit_request(index, now_ms, req))
                     .collect(),
             ),
-            Command::CancelTask { id, reason, now_ms } => {
-                Response::Cancel(self.cancel(index, now_ms, &id, reason))
-            }
+            Command::CancelTask {
+                id,
+                reason,
+                now_ms,
+                by,
+                only_own,
+            } => Response::Cancel(self.cancel(index, now_ms, &id, reason, by, only_own)),
             // A new incarnation: the previous one's work is lost.
             Command::RegisterAgent { agent, now_ms } => {
                 Response::Registered(self.register_agent(index, now_ms, agent))
@@ -194,7 +213,30 @@ impl State {
             ),
             // Deadlines first, so a task both due and expired ends rather than being released.
             Command::Tick { now_ms } => Response::Ticked(self.tick(index, now_ms)),
+            // Oldest finished tasks first; never an unfinished one.
+            Command::PurgeFinished {
+                finished_before_ms,
+                keep_finished,
+                max,
+            } => Response::Purged(self.purge_finished(finished_before_ms, keep_finished, max)),
+            Command::AclBootstrap { token, now_ms } => Response::Token(self.acl.bootstrap(now_ms, token)),
+            Command::CreateToken { token, now_ms } => Response::Token(self.acl.create(now_ms, token)),
+            Command::RevokeToken { id, .. } => Response::Revoked(self.acl.revoke(&id)),
         }
+    }
+
+    /// Tasks not yet in a terminal state (pending, assigned or running): what
+    /// [`SubmitRequest::queue_limit`] bounds.
+    pub fn unfinished(&self) -> usize {
+        [TaskState::Pending, TaskState::Assigned, TaskState::Running]
+            .iter()
+            .map(|s| self.by_state[s.index()].len())
+            .sum()
+    }
+
+    /// The token table.
+    pub fn acl(&self) -> &Acl {
+        &self.acl
     }
 
     /// Looks a task up.
@@ -364,6 +406,7 @@ impl State {
             next_seq: self.next_seq,
             tasks: self.tasks.values().collect(),
             agents: self.agents.values().collect(),
+            acl: self.acl.image(),
         }
     }
 
@@ -373,6 +416,7 @@ impl State {
     pub fn from_image(image: StateImage) -> Result<Self, CoreError> {
         let mut state = State {
             next_seq: image.next_seq,
+            acl: Acl::from_image(image.acl).map_err(CoreError::CorruptSnapshot)?,
             ..State::default()
         };
         for agent in image.agents {
@@ -398,6 +442,9 @@ impl State {
                 return Err(CoreError::CorruptSnapshot(format!("task {id} appears twice")));
             }
             state.by_state[task.state.index()].insert(id.clone());
+            if task.state.is_terminal() {
+                state.finished.insert((task.updated_at_ms, id.clone()));
+            }
             match task.state {
                 TaskState::Pending if task.unmet_deps == 0 => {
                     // See the module docs: `not_before_ms` is 0 exactly when the task is runnable.
@@ -477,6 +524,12 @@ impl State {
     ) -> Result<Vec<Submitted>, Rejection> {
         validate::validate_request_id(&req.request_id)?;
         validate::validate_request(&req.tasks)?;
+        if req.submitted_by.len() > acl::MAX_TOKEN_NAME_LEN {
+            return Err(Rejection::invalid(
+                "submitted_by",
+                format!("longer than {} bytes", acl::MAX_TOKEN_NAME_LEN),
+            ));
+        }
         // Which tasks of the request are new (position in the request by id).
         let new: HashMap<&str, usize> = req
             .tasks
@@ -501,13 +554,26 @@ impl State {
                 }
             }
         }
+        if let Some(limit) = req.queue_limit {
+            let unfinished = self.unfinished() as u64;
+            if unfinished.saturating_add(new.len() as u64) > limit {
+                return Err(Rejection::resource_exhausted(
+                    "tasks",
+                    format!(
+                        "queue full: {unfinished} tasks not yet finished and {} new in this \
+                         request exceed max_queued_tasks = {limit}; retry after tasks finish",
+                        new.len()
+                    ),
+                ));
+            }
+        }
         let order = topological_order(&req.tasks, &new)?;
         // Everything checked: from here on nothing can fail, so the request is atomic.
         let mut out: Vec<Option<Submitted>> = vec![None; req.tasks.len()];
         let mut specs: Vec<Option<TaskSpec>> = req.tasks.into_iter().map(Some).collect();
         for i in order {
             let Some(spec) = specs[i].take() else { continue };
-            out[i] = Some(self.insert_new(index, now_ms, spec, &req.request_id));
+            out[i] = Some(self.insert_new(index, now_ms, spec, &req.request_id, &req.submitted_by));
         }
         for (i, spec) in specs.into_iter().enumerate() {
             if let Some(spec) = spec {
@@ -528,13 +594,14 @@ impl State {
     }
 
     /// Inserts a new task whose dependencies all exist already, created by the request with
-    /// key `request_id`.
+    /// key `request_id` from principal `submitted_by`.
     fn insert_new(
         &mut self,
         index: LogIndex,
         now_ms: UnixMillis,
         spec: TaskSpec,
         request_id: &str,
+        submitted_by: &str,
     ) -> Submitted {
         let mut state = TaskState::Pending;
         let mut reason = String::new();
@@ -571,6 +638,8 @@ impl State {
             not_before_ms: 0,
             queued_at_ms: now_ms,
             request_id: request_id.to_string(),
+            submitted_by: submitted_by.to_string(),
+            cancelled_by: String::new(),
             spec,
         };
         self.next_seq += 1;
@@ -587,6 +656,9 @@ impl State {
             }
         }
         self.by_state[task.state.index()].insert(id.clone());
+        if task.state.is_terminal() {
+            self.finished.insert((task.updated_at_ms, id.clone()));
+        }
         self.tasks.insert(id.clone(), task);
         self.enqueue(&id, now_ms);
         Submitted {
@@ -597,23 +669,47 @@ impl State {
         }
     }
 
+    /// Cancels task `id` for principal `by`; with `only_own`, only a task `by` submitted.
     fn cancel(
         &mut self,
         index: LogIndex,
         now_ms: UnixMillis,
         id: &str,
         reason: String,
+        by: String,
+        only_own: bool,
     ) -> Result<CancelOutcome, Rejection> {
         validate::validate_id(id)?;
         if reason.len() > validate::MAX_REASON_LEN {
             return Err(Rejection::invalid(
                 "reason",
-                format!("longer than {} bytes", validate::MAX_REASON_LEN),
+                format!(
+                    "longer than {} bytes (limit max_reason_len)",
+                    validate::MAX_REASON_LEN
+                ),
+            ));
+        }
+        if by.len() > acl::MAX_TOKEN_NAME_LEN {
+            return Err(Rejection::invalid(
+                "by",
+                format!("longer than {} bytes", acl::MAX_TOKEN_NAME_LEN),
             ));
         }
         let Some(task) = self.tasks.get(id) else {
             return Err(Rejection::not_found("id", format!("no task {id:?}")));
         };
+        // Checked before the terminal case, so the answer never tells a stranger more than
+        // that the task exists.
+        if only_own && task.submitted_by != by {
+            return Err(Rejection::permission_denied(
+                "id",
+                format!(
+                    "{by:?} may cancel only the tasks it submitted (the operator role cancels any); \
+                     task {id} was submitted by {:?}",
+                    task.submitted_by
+                ),
+            ));
+        }
         if task.state.is_terminal() {
             return Ok(CancelOutcome {
                 id: id.to_string(),
@@ -630,6 +726,9 @@ impl State {
         // An assigned or running attempt ends `Cancelled` in `finish`; its agent learns it from
         // its assignment stream (the task disappears from what it should run).
         self.finish(index, now_ms, id, TaskState::Cancelled, reason);
+        if let Some(task) = self.tasks.get_mut(id) {
+            task.cancelled_by = by;
+        }
         Ok(CancelOutcome {
             id: id.to_string(),
             cancelled: true,
@@ -686,10 +785,12 @@ impl State {
         if task.state != TaskState::Pending || task.unmet_deps == 0 {
             return;
         }
+        // A change of the task like any other: stamped, even while dependencies remain
+        // (found by fuzzing: `unmet_deps` changed without `log_index`).
         task.unmet_deps -= 1;
+        task.log_index = index;
+        task.updated_at_ms = now_ms;
         if task.unmet_deps == 0 {
-            task.log_index = index;
-            task.updated_at_ms = now_ms;
             self.enqueue(id, now_ms);
         }
     }
@@ -743,7 +844,10 @@ impl State {
         if reason.len() > validate::MAX_REASON_LEN {
             return Err(Rejection::invalid(
                 "reason",
-                format!("longer than {} bytes", validate::MAX_REASON_LEN),
+                format!(
+                    "longer than {} bytes (limit max_reason_len)",
+                    validate::MAX_REASON_LEN
+                ),
             ));
         }
         let Some(agent) = self.agents.get(id) else {
@@ -1232,7 +1336,42 @@ impl State {
         if from != to {
             self.by_state[from.index()].remove(id);
             self.by_state[to.index()].insert(id.to_string());
+            if to.is_terminal() && !from.is_terminal() {
+                self.finished.insert((now_ms, id.to_string()));
+            }
         }
+    }
+
+    /// Forgets finished tasks, oldest first (see [`Command::PurgeFinished`]). Returns how many.
+    fn purge_finished(&mut self, finished_before_ms: UnixMillis, keep_finished: u64, max: u32) -> u64 {
+        let mut purged = 0u64;
+        while purged < u64::from(max) {
+            let Some((at, id)) = self.finished.get_min().cloned() else {
+                break;
+            };
+            if at >= finished_before_ms && self.finished.len() as u64 <= keep_finished {
+                break;
+            }
+            self.finished.remove(&(at, id.clone()));
+            if let Some(task) = self.tasks.remove(&id) {
+                self.by_state[task.state.index()].remove(&id);
+            }
+            purged += 1;
+        }
+        purged
+    }
+
+    /// Whether a [`Command::PurgeFinished`] with these bounds would forget anything: a cheap
+    /// check for the leader before it proposes one.
+    pub fn purge_due(&self, finished_before_ms: UnixMillis, keep_finished: u64) -> bool {
+        self.finished
+            .get_min()
+            .is_some_and(|(at, _)| *at < finished_before_ms || self.finished.len() as u64 > keep_finished)
+    }
+
+    /// How many finished tasks are kept.
+    pub fn finished_len(&self) -> usize {
+        self.finished.len()
     }
 }
 

@@ -292,6 +292,14 @@ pub struct Task {
     /// tasks submitted without a key are unchanged, and older snapshots decode.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub request_id: String,
+    /// The principal that submitted the task (audit). Empty: submitted before principals
+    /// existed. With authentication disabled every caller is `anonymous`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub submitted_by: String,
+    /// The principal that cancelled the task, when a cancel request ended it (not set on
+    /// dependents cancelled in cascade: their `reason` names the dependency).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cancelled_by: String,
 }
 
 impl Task {

@@ -62,7 +62,7 @@ pub fn validate_id(id: &str) -> Result<(), Rejection> {
     if id.len() > MAX_ID_LEN {
         return Err(Rejection::invalid(
             "id",
-            format!("longer than {MAX_ID_LEN} bytes"),
+            format!("longer than {MAX_ID_LEN} bytes (limit max_id_len)"),
         ));
     }
     if let Some(c) = id
@@ -84,7 +84,7 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), Rejection> {
     if spec.name.len() > MAX_NAME_LEN {
         return Err(Rejection::invalid(
             "name",
-            format!("longer than {MAX_NAME_LEN} bytes"),
+            format!("longer than {MAX_NAME_LEN} bytes (limit max_name_len)"),
         ));
     }
     if spec.command.is_empty() {
@@ -96,14 +96,14 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), Rejection> {
     if spec.command.len() > MAX_ARGS {
         return Err(Rejection::invalid(
             "command",
-            format!("more than {MAX_ARGS} arguments"),
+            format!("more than {MAX_ARGS} arguments (limit max_args)"),
         ));
     }
     let argv_bytes: usize = spec.command.iter().map(String::len).sum();
     if argv_bytes > MAX_COMMAND_BYTES {
         return Err(Rejection::invalid(
             "command",
-            format!("larger than {MAX_COMMAND_BYTES} bytes"),
+            format!("larger than {MAX_COMMAND_BYTES} bytes in all (limit max_command_bytes)"),
         ));
     }
     if let Some((i, _)) = spec.command.iter().enumerate().find(|(_, a)| a.contains('\0')) {
@@ -113,25 +113,37 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), Rejection> {
     if spec.max_attempts == 0 || spec.max_attempts > MAX_ATTEMPTS {
         return Err(Rejection::invalid(
             "max_attempts",
-            format!("must be between 1 and {MAX_ATTEMPTS}"),
+            format!("must be between 1 and {MAX_ATTEMPTS} (limit max_attempts)"),
         ));
     }
     if spec.timeout_ms > MAX_TIMEOUT_MS {
-        return Err(Rejection::invalid("timeout", "longer than 7 days"));
+        return Err(Rejection::invalid(
+            "timeout",
+            "longer than 7 days (limit max_timeout)",
+        ));
     }
     if spec.resources.cpu_millis > MAX_CPU_MILLIS {
-        return Err(Rejection::invalid("resources.cpu_millis", "more than 1024 cores"));
+        return Err(Rejection::invalid(
+            "resources.cpu_millis",
+            "more than 1024 cores (limit max_cpu_millis)",
+        ));
     }
     if spec.resources.memory_mb > MAX_MB {
-        return Err(Rejection::invalid("resources.memory_mb", "more than 1 PiB"));
+        return Err(Rejection::invalid(
+            "resources.memory_mb",
+            "more than 1 PiB (limit max_mb)",
+        ));
     }
     if spec.resources.disk_mb > MAX_MB {
-        return Err(Rejection::invalid("resources.disk_mb", "more than 1 PiB"));
+        return Err(Rejection::invalid(
+            "resources.disk_mb",
+            "more than 1 PiB (limit max_mb)",
+        ));
     }
     if spec.depends_on.len() > MAX_DEPENDENCIES {
         return Err(Rejection::invalid(
             "depends_on",
-            format!("more than {MAX_DEPENDENCIES} dependencies"),
+            format!("more than {MAX_DEPENDENCIES} dependencies (limit max_dependencies)"),
         ));
     }
     for (i, dep) in spec.depends_on.iter().enumerate() {
@@ -153,7 +165,7 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), Rejection> {
     if spec.backoff_ms > MAX_BACKOFF_MS {
         return Err(Rejection::invalid(
             "backoff_ms",
-            format!("longer than {MAX_BACKOFF_MS} ms (1 hour)"),
+            format!("longer than {MAX_BACKOFF_MS} ms, 1 hour (limit max_backoff)"),
         ));
     }
     validate_pool(&spec.pool)?;
@@ -161,7 +173,7 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), Rejection> {
     if spec.deadline_ms > MAX_DEADLINE_MS {
         return Err(Rejection::invalid(
             "deadline_ms",
-            format!("longer than {MAX_DEADLINE_MS} ms (30 days)"),
+            format!("longer than {MAX_DEADLINE_MS} ms, 30 days (limit max_deadline)"),
         ));
     }
     Ok(())
@@ -174,7 +186,7 @@ pub fn validate_agent(info: &AgentInfo) -> Result<(), Rejection> {
     if info.max_tasks == 0 || info.max_tasks > MAX_AGENT_TASKS {
         return Err(Rejection::invalid(
             "max_tasks",
-            format!("must be between 1 and {MAX_AGENT_TASKS}"),
+            format!("must be between 1 and {MAX_AGENT_TASKS} (limit max_agent_tasks)"),
         ));
     }
     validate_labels("labels", &info.labels)?;
@@ -182,7 +194,7 @@ pub fn validate_agent(info: &AgentInfo) -> Result<(), Rejection> {
     if info.address.len() > MAX_ADDRESS_LEN {
         return Err(Rejection::invalid(
             "address",
-            format!("longer than {MAX_ADDRESS_LEN} bytes"),
+            format!("longer than {MAX_ADDRESS_LEN} bytes (limit max_address_len)"),
         ));
     }
     Ok(())
@@ -192,7 +204,7 @@ fn validate_pool(pool: &str) -> Result<(), Rejection> {
     if pool.len() > MAX_POOL_LEN {
         return Err(Rejection::invalid(
             "pool",
-            format!("longer than {MAX_POOL_LEN} bytes"),
+            format!("longer than {MAX_POOL_LEN} bytes (limit max_pool_len)"),
         ));
     }
     Ok(())
@@ -212,7 +224,7 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), Rejection> {
     if total > MAX_ENV_BYTES {
         return Err(Rejection::invalid(
             "env",
-            format!("larger than {MAX_ENV_BYTES} bytes"),
+            format!("larger than {MAX_ENV_BYTES} bytes in all (limit max_env_bytes)"),
         ));
     }
     Ok(())
@@ -224,14 +236,16 @@ fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(),
     if labels.len() > MAX_LABELS {
         return Err(Rejection::invalid(
             field,
-            format!("more than {MAX_LABELS} {field}"),
+            format!("more than {MAX_LABELS} {field} (limit max_labels)"),
         ));
     }
     for (k, v) in labels {
         if k.is_empty() || k.len() > MAX_LABEL_LEN || v.len() > MAX_LABEL_LEN {
             return Err(Rejection::invalid(
                 format!("{field}[{k:?}]"),
-                format!("keys must be 1..={MAX_LABEL_LEN} bytes, values at most {MAX_LABEL_LEN}"),
+                format!(
+                    "keys must be 1..={MAX_LABEL_LEN} bytes, values at most {MAX_LABEL_LEN} (limit max_label_len)"
+                ),
             ));
         }
     }
@@ -246,7 +260,7 @@ pub fn validate_request(tasks: &[TaskSpec]) -> Result<(), Rejection> {
     if tasks.len() > MAX_BATCH {
         return Err(Rejection::invalid(
             "tasks",
-            format!("more than {MAX_BATCH} tasks in one request"),
+            format!("more than {MAX_BATCH} tasks in one request (limit max_batch)"),
         ));
     }
     let mut seen = std::collections::HashMap::with_capacity(tasks.len());
@@ -268,7 +282,7 @@ pub fn validate_request_id(request_id: &str) -> Result<(), Rejection> {
     if request_id.len() > MAX_REQUEST_ID_LEN {
         return Err(Rejection::invalid(
             "request_id",
-            format!("longer than {MAX_REQUEST_ID_LEN} bytes"),
+            format!("longer than {MAX_REQUEST_ID_LEN} bytes (limit max_request_id_len)"),
         ));
     }
     Ok(())

@@ -444,6 +444,7 @@ fn from_image_rejects_a_seq_at_or_beyond_next_seq() {
         next_seq: next_seq - 1,
         tasks: image.tasks.clone(),
         agents: Vec::new(),
+        acl: Default::default(),
     };
     match State::from_image(short) {
         Err(CoreError::CorruptSnapshot(msg)) => assert!(msg.contains("seq"), "{msg}"),
@@ -456,7 +457,8 @@ fn from_image_rejects_a_seq_at_or_beyond_next_seq() {
         State::from_image(StateImage {
             next_seq,
             tasks,
-            agents: Vec::new()
+            agents: Vec::new(),
+            acl: Default::default(),
         }),
         Err(CoreError::CorruptSnapshot(_))
     ));
@@ -465,12 +467,14 @@ fn from_image_rejects_a_seq_at_or_beyond_next_seq() {
         next_seq,
         tasks: image.tasks.clone(),
         agents: Vec::new(),
+        acl: Default::default(),
     })
     .unwrap();
     let mut roomy = State::from_image(StateImage {
         next_seq: next_seq + 10,
         tasks: image.tasks,
         agents: Vec::new(),
+        acl: Default::default(),
     })
     .unwrap();
     submit_one(&mut roomy, 9, vec![spec("fresh")]).unwrap();

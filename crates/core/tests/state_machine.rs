@@ -437,6 +437,8 @@ fn retry_coalesced_into_the_same_entry_as_its_original_is_told_created() {
     let request = SubmitRequest {
         tasks: vec![spec("a")],
         request_id: "req-1".into(),
+        queue_limit: None,
+        submitted_by: String::new(),
     };
     let results = submit_requests(&mut st, 7, vec![request.clone(), request]);
     assert_eq!(
@@ -897,6 +899,8 @@ fn command_display_is_one_line() {
         id: "a".into(),
         reason: "long\nreason".into(),
         now_ms: 7,
+        by: String::new(),
+        only_own: false,
     };
     assert_eq!(cmd.to_string(), "CancelTask(a, now_ms=7)");
 }
@@ -1214,4 +1218,124 @@ fn task_state_names_round_trip() {
             TaskState::TimedOut
         ]
     );
+}
+
+fn bounded(tasks: Vec<TaskSpec>, request_id: &str, limit: u64) -> SubmitRequest {
+    SubmitRequest {
+        tasks,
+        request_id: request_id.to_string(),
+        queue_limit: Some(limit),
+        submitted_by: String::new(),
+    }
+}
+
+#[test]
+fn queue_bound_refuses_whole_requests_and_keeps_what_was_accepted() {
+    let mut st = State::new();
+    // 3 of 4 slots used.
+    let r = submit_requests(
+        &mut st,
+        1,
+        vec![bounded(vec![spec("a"), spec("b"), spec("c")], "r1", 4)],
+    );
+    assert!(r[0].is_ok(), "{r:?}");
+    // Two more would make 5 > 4: refused whole (neither d nor e exists), naming the limit.
+    let r = submit_requests(&mut st, 2, vec![bounded(vec![spec("d"), spec("e")], "r2", 4)]);
+    let rejection = r[0].clone().expect_err("over the bound");
+    assert_eq!(rejection.kind, RejectKind::ResourceExhausted);
+    assert_eq!(rejection.field, "tasks");
+    assert!(rejection.message.contains("max_queued_tasks = 4"), "{rejection}");
+    assert!(st.get("d").is_none() && st.get("e").is_none());
+    // Exactly filling it is fine; resubmitting existing tasks counts nothing new.
+    let r = submit_requests(&mut st, 3, vec![bounded(vec![spec("d")], "r3", 4)]);
+    assert!(r[0].is_ok(), "{r:?}");
+    let r = submit_requests(&mut st, 4, vec![bounded(vec![spec("a"), spec("d")], "r4", 4)]);
+    assert!(
+        r[0].is_ok(),
+        "resubmission of existing tasks creates nothing: {r:?}"
+    );
+    assert_eq!(st.unfinished(), 4);
+    // Accepted tasks are all there; a finished task frees its slot.
+    for id in ["a", "b", "c", "d"] {
+        assert_eq!(task(&st, id).state, TaskState::Pending, "{id}");
+    }
+    cancel(&mut st, 5, "a", "make room").expect("cancel");
+    assert_eq!(st.unfinished(), 3);
+    let r = submit_requests(&mut st, 6, vec![bounded(vec![spec("e")], "r5", 4)]);
+    assert!(r[0].is_ok(), "{r:?}");
+    // Within one entry, a refused request does not stop its neighbours.
+    let r = submit_requests(
+        &mut st,
+        7,
+        vec![
+            bounded(vec![spec("f")], "r6", 4),
+            bounded(vec![spec("g")], "r7", 10),
+        ],
+    );
+    assert_eq!(
+        r[0].clone().expect_err("full").kind,
+        RejectKind::ResourceExhausted
+    );
+    assert!(
+        r[1].is_ok(),
+        "a request carrying a higher bound is judged by its own: {r:?}"
+    );
+}
+
+fn purge(st: &mut State, index: u64, before_ms: u64, keep: u64, max: u32) -> u64 {
+    match st.apply(
+        index,
+        Command::PurgeFinished {
+            finished_before_ms: before_ms,
+            keep_finished: keep,
+            max,
+        },
+    ) {
+        taurus_core::Response::Purged(n) => n,
+        other => panic!("PurgeFinished answered {other:?}"),
+    }
+}
+
+#[test]
+fn purging_forgets_only_finished_tasks_oldest_first_and_survives_snapshots() {
+    let mut st = State::new();
+    let specs: Vec<TaskSpec> = (0..6).map(|i| spec(&format!("t{i}"))).collect();
+    submit_one(&mut st, 1, specs).expect("submitted");
+    // t0..t3 finish at increasing times (index 10..13); t4, t5 stay pending.
+    for i in 0..4u64 {
+        cancel(&mut st, 10 + i, &format!("t{i}"), "done").expect("cancel");
+    }
+    assert_eq!(st.finished_len(), 4);
+    assert!(!st.purge_due(now_for(10), 10), "nothing finished before t0 did");
+    assert!(
+        st.purge_due(now_for(11), 10),
+        "t0 finished before index 11's time"
+    );
+    // By age: t0 and t1 finished before index 12's time.
+    assert_eq!(purge(&mut st, 20, now_for(12), 100, 1000), 2);
+    assert!(st.get("t0").is_none() && st.get("t1").is_none());
+    assert!(st.get("t2").is_some() && st.get("t3").is_some());
+    // By count, bounded per entry: keep 0 but at most 1 per entry, oldest first.
+    assert_eq!(purge(&mut st, 21, 0, 0, 1), 1);
+    assert!(st.get("t2").is_none() && st.get("t3").is_some());
+    // A snapshot round trip keeps the index: the next purge takes the same task on both.
+    let mut restored = State::from_image(
+        serde_json::from_value(serde_json::to_value(st.image()).expect("encode")).expect("decode"),
+    )
+    .expect("restores");
+    assert_eq!(purge(&mut st, 22, 0, 0, 10), 1);
+    assert_eq!(purge(&mut restored, 22, 0, 0, 10), 1);
+    assert!(st.get("t3").is_none() && restored.get("t3").is_none());
+    // Unfinished tasks are never purged, whatever the bounds.
+    assert_eq!(purge(&mut st, 23, u64::MAX, 0, 1000), 0);
+    assert_eq!(st.len(), 2);
+    assert_eq!(st.unfinished(), 2);
+    assert_eq!(st.count(TaskState::Cancelled), 0);
+    // A purged id is unknown: a new task may not depend on it, and the id may be reused.
+    assert_invalid(
+        submit_one(&mut st, 24, vec![spec_deps("late", &["t0"])]),
+        "tasks[0].depends_on[0]",
+    );
+    let r = submit_one(&mut st, 25, vec![spec("t0")]).expect("the id is free again");
+    assert!(r[0].created);
 }

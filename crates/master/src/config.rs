@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use taurus_core::schedule::PolicyKind;
+use taurus_protocol::tls::TlsFiles;
 
 use crate::error::MasterError;
 
@@ -37,6 +38,70 @@ pub struct MasterConfig {
     pub batch: BatchTuning,
     /// Scheduling and agent liveness (leader duties).
     pub scheduler: SchedulerTuning,
+    /// Bounds on what clients may send and queue.
+    pub limits: Limits,
+    /// Mutual TLS (`[tls]` with `ca_file`, `cert_file`, `key_file`: all three or none). When
+    /// set, the master serves only TLS and requires a client certificate signed by the CA on
+    /// every connection, and dials its peers over TLS with its own certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+    /// Authentication and authorisation (`[auth]`).
+    pub auth: AuthConfig,
+    /// Allow a non-loopback `listen` address without TLS and authentication. Anyone who can
+    /// reach such a port can run commands on every agent; a warning is logged at every start.
+    pub insecure: bool,
+}
+
+/// `[auth]`: bearer tokens, certificate identities, roles and per-token rate limits.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Require credentials on every call (tokens; with TLS also certificates). Off by default
+    /// for the loopback quick start: every caller is then an admin named `anonymous`.
+    pub enabled: bool,
+    /// Tasks per second each token may submit to one master, unless the token sets its own
+    /// `rate_per_sec`. Absent: unlimited.
+    pub default_submit_rate: Option<u32>,
+}
+
+/// Back-pressure: how much work and how large a message a master accepts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most tasks not yet finished (pending, assigned, running) in the cluster. A submission that
+    /// would go beyond it is refused whole with `RESOURCE_EXHAUSTED`; nothing already accepted is
+    /// affected. Each unfinished task costs roughly 1-2 KiB of memory on every master. `0` means
+    /// no bound.
+    pub max_queued_tasks: u64,
+    /// Largest gRPC message a master decodes from clients and agents, in bytes (Raft traffic
+    /// between masters has its own, larger bound). Larger messages get `RESOURCE_EXHAUSTED`
+    /// ("message length too large") from gRPC before they are read into memory.
+    pub max_message_bytes: usize,
+    /// Finished tasks (succeeded, failed, cancelled, timed out) are forgotten this long after
+    /// they finished: `get` then answers `NOT_FOUND`, and a new task may no longer depend on
+    /// them. Keeps memory, snapshots and disk bounded under a steady flow of work.
+    #[serde(with = "humantime_serde_compat")]
+    pub finished_retention: Duration,
+    /// At most this many finished tasks are kept; beyond it the oldest are forgotten early.
+    pub max_finished_tasks: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_queued_tasks: 1_000_000,
+            max_message_bytes: 16 << 20,
+            finished_retention: Duration::from_secs(24 * 3600),
+            max_finished_tasks: 1_000_000,
+        }
+    }
+}
+
+impl Limits {
+    /// The bound to put into each submit request: `None` when unbounded.
+    pub fn queue_limit(&self) -> Option<u64> {
+        (self.max_queued_tasks > 0).then_some(self.max_queued_tasks)
+    }
 }
 
 /// Clock-rate drift the lease margin allows for (0.1%, far above what NTP-disciplined or even
@@ -123,6 +188,10 @@ impl Default for MasterConfig {
             raft: RaftTuning::default(),
             batch: BatchTuning::default(),
             scheduler: SchedulerTuning::default(),
+            limits: Limits::default(),
+            tls: None,
+            auth: AuthConfig::default(),
+            insecure: false,
         }
     }
 }
@@ -156,6 +225,10 @@ pub struct Overrides {
     pub advertise: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub peers: Option<BTreeMap<u64, String>>,
+    /// `tls.ca_file`, `tls.cert_file`, `tls.key_file`, each replacing the file's value.
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl MasterConfig {
@@ -188,6 +261,20 @@ impl MasterConfig {
         if let Some(v) = o.peers {
             self.peers = v;
         }
+        if o.tls_ca.is_some() || o.tls_cert.is_some() || o.tls_key.is_some() {
+            // A key given neither here nor in the file stays empty; `validate` names it.
+            let mut tls = self.tls.take().unwrap_or_default();
+            if let Some(v) = o.tls_ca {
+                tls.ca_file = v;
+            }
+            if let Some(v) = o.tls_cert {
+                tls.cert_file = v;
+            }
+            if let Some(v) = o.tls_key {
+                tls.key_file = v;
+            }
+            self.tls = Some(tls);
+        }
         self
     }
 
@@ -207,8 +294,23 @@ impl MasterConfig {
                 self.id
             )));
         }
+        if let Some(key) = self.tls.as_ref().and_then(TlsFiles::missing_key) {
+            return Err(MasterError::Config(format!(
+                "tls.{key}: missing (the [tls] section needs ca_file, cert_file and key_file)"
+            )));
+        }
+        if self.auth.default_submit_rate == Some(0) {
+            return Err(MasterError::Config(
+                "auth.default_submit_rate: must be at least 1 (omit it for no limit)".into(),
+            ));
+        }
         let r = &self.raft;
-        if r.heartbeat_interval.is_zero() || r.heartbeat_interval * 2 >= r.election_timeout_min {
+        // Checked: a duration near `u64::MAX` seconds is an error, not a panic (found by fuzzing).
+        if r.heartbeat_interval.is_zero()
+            || r.heartbeat_interval
+                .checked_mul(2)
+                .is_none_or(|d| d >= r.election_timeout_min)
+        {
             return Err(MasterError::Config(
                 "raft.heartbeat_interval: must be non-zero and below election_timeout_min / 2".into(),
             ));
@@ -225,18 +327,66 @@ impl MasterConfig {
             ));
         }
         taurus_core::liveness::check_lease_margin(
-            s.lease_timeout.as_millis() as u64,
-            s.agent_ttl.as_millis() as u64,
+            // Saturating, not truncating: a huge lease must not wrap into a small one.
+            u64::try_from(s.lease_timeout.as_millis()).unwrap_or(u64::MAX),
+            u64::try_from(s.agent_ttl.as_millis()).unwrap_or(u64::MAX),
             MAX_CLOCK_DRIFT_PPM,
             KILL_GRACE_MS,
         )
         .map_err(|e| MasterError::Config(format!("scheduler.agent_ttl: {e}")))?;
+        self.exposure()?;
+        if self.limits.max_message_bytes < 64 * 1024 {
+            return Err(MasterError::Config(
+                "limits.max_message_bytes: must be at least 65536".into(),
+            ));
+        }
         if self.batch.max_tasks == 0 || self.batch.max_in_flight == 0 {
             return Err(MasterError::Config(
                 "batch: max_tasks and max_in_flight must be at least 1".into(),
             ));
         }
         Ok(())
+    }
+}
+
+/// How exposed a master's listener is, as judged by [`MasterConfig::exposure`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exposure {
+    /// Listens on a loopback address only: reachable from this machine alone.
+    Loopback,
+    /// Reachable from the network, with TLS and authentication on.
+    Secured,
+    /// Reachable from the network without TLS or without authentication, allowed by
+    /// `insecure`: to be warned about at every start.
+    Insecure,
+}
+
+impl MasterConfig {
+    /// Secure by default: a listener reachable from other machines (any address that is not
+    /// loopback, `0.0.0.0` included) needs both TLS and authentication, unless `insecure` says
+    /// otherwise. Names what is missing and how to fix it.
+    pub fn exposure(&self) -> Result<Exposure, MasterError> {
+        if self.listen.ip().is_loopback() {
+            return Ok(Exposure::Loopback);
+        }
+        let mut missing = Vec::new();
+        if self.tls.is_none() {
+            missing.push("TLS ([tls] ca_file, cert_file, key_file or --tls-ca/--tls-cert/--tls-key)");
+        }
+        if !self.auth.enabled {
+            missing.push("authentication ([auth] enabled = true or --auth)");
+        }
+        match (missing.is_empty(), self.insecure) {
+            (true, _) => Ok(Exposure::Secured),
+            (false, true) => Ok(Exposure::Insecure),
+            (false, false) => Err(MasterError::Config(format!(
+                "listen: {} is reachable from other machines, which needs {}; a master runs \
+                 commands on every agent for whoever can call it. Listen on 127.0.0.1, set up \
+                 TLS and tokens (docs/security.md), or pass --insecure to accept the risk",
+                self.listen,
+                missing.join(" and ")
+            ))),
+        }
     }
 }
 
@@ -359,6 +509,74 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("peers"));
+    }
+
+    #[test]
+    fn tls_needs_all_three_files_and_flags_fill_in_the_file() {
+        let c =
+            MasterConfig::from_toml("[tls]\nca_file = \"ca.crt\"\ncert_file = \"m.crt\"\n").expect("parses");
+        let e = c.validate().expect_err("key_file missing").to_string();
+        assert!(e.contains("tls.key_file"), "{e}");
+        let c = c.overlay(Overrides {
+            tls_key: Some("m.key".into()),
+            ..Default::default()
+        });
+        c.validate().expect("complete now");
+        let tls = c.tls.expect("tls set");
+        assert_eq!(tls.ca_file, PathBuf::from("ca.crt"), "file value kept");
+        assert_eq!(tls.key_file, PathBuf::from("m.key"), "flag added");
+
+        let c = MasterConfig::default().overlay(Overrides {
+            tls_cert: Some("m.crt".into()),
+            ..Default::default()
+        });
+        let e = c.validate().expect_err("only one flag").to_string();
+        assert!(e.contains("tls.ca_file"), "{e}");
+        assert_eq!(MasterConfig::default().tls, None, "TLS is off unless configured");
+        assert!(
+            MasterConfig::from_toml("[tls]\nca = \"x\"").is_err(),
+            "unknown key"
+        );
+    }
+
+    #[test]
+    fn a_non_loopback_listener_needs_tls_and_auth_or_insecure() {
+        let loopback = MasterConfig::default();
+        assert_eq!(loopback.exposure().expect("loopback is fine"), Exposure::Loopback);
+        for listen in ["10.1.2.3:7101", "0.0.0.0:7101", "[::]:7101"] {
+            let open = MasterConfig {
+                listen: listen.parse().expect("addr"),
+                ..Default::default()
+            };
+            let e = open.validate().expect_err(listen).to_string();
+            assert!(
+                e.starts_with("invalid configuration: listen:") || e.contains("listen:"),
+                "{listen}: {e}"
+            );
+            assert!(
+                e.contains("TLS") && e.contains("authentication") && e.contains("--insecure"),
+                "{e}"
+            );
+            // TLS alone is not enough.
+            let tls_only = MasterConfig {
+                tls: Some(TlsFiles {
+                    ca_file: "ca.crt".into(),
+                    cert_file: "m.crt".into(),
+                    key_file: "m.key".into(),
+                }),
+                ..open.clone()
+            };
+            let e = tls_only.exposure().expect_err("auth missing").to_string();
+            assert!(e.contains("authentication") && !e.contains("TLS ("), "{e}");
+            let mut secured = tls_only.clone();
+            secured.auth.enabled = true;
+            assert_eq!(secured.exposure().expect("secured"), Exposure::Secured);
+            let insecure = MasterConfig {
+                insecure: true,
+                ..open
+            };
+            assert_eq!(insecure.exposure().expect("allowed"), Exposure::Insecure);
+        }
     }
 
     #[test]

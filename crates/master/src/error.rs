@@ -15,4 +15,14 @@ pub enum MasterError {
     Listen { addr: String, source: std::io::Error },
     #[error("gRPC server: {0}")]
     Serve(String),
+    /// A `[tls]` file that cannot be used (the message names the key and the file; the TLS
+    /// error is the message, not a `source`, so that error chains do not repeat it).
+    #[error("tls.{0}")]
+    Tls(taurus_protocol::tls::TlsError),
+}
+
+impl From<taurus_protocol::tls::TlsError> for MasterError {
+    fn from(e: taurus_protocol::tls::TlsError) -> Self {
+        Self::Tls(e)
+    }
 }

@@ -195,6 +195,9 @@ async fn propose(node: &Node, cmd: Command) -> Result<taurus_core::Response, Sto
     }
 }
 
+/// Most finished tasks one `PurgeFinished` entry forgets.
+const PURGE_PER_ENTRY: u32 = 10_000;
+
 /// One round; `Ok(true)` when it proposed something (run another at once).
 async fn round(
     node: &Node,
@@ -258,7 +261,30 @@ async fn round(
         // never spin on ticks.
     }
 
-    // 3. Placements.
+    // 3. Finished tasks past their retention (or over the count) are forgotten, a bounded
+    //    number per entry so one purge never stalls apply.
+    let before = now.saturating_sub(node.finished_retention.as_millis() as u64);
+    if state.purge_due(before, node.max_finished_tasks) {
+        let purged = match propose(
+            node,
+            Command::PurgeFinished {
+                finished_before_ms: before,
+                keep_finished: node.max_finished_tasks,
+                max: PURGE_PER_ENTRY,
+            },
+        )
+        .await?
+        {
+            taurus_core::Response::Purged(n) => n,
+            _ => 0,
+        };
+        tracing::debug!(purged, "finished tasks forgotten");
+        if purged > 0 {
+            return Ok(true);
+        }
+    }
+
+    // 4. Placements.
     let Some(view) = build_view(&state, node, tuning, now) else {
         return Ok(false);
     };

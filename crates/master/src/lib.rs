@@ -7,6 +7,7 @@
 //! reads from any replica, and `service` holds the gRPC handlers: the only place where errors
 //! become `tonic::Status` and where followers forward writes to the leader.
 
+pub mod auth;
 pub mod batcher;
 pub mod clock;
 pub mod config;

@@ -21,6 +21,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use taurus_protocol::internal;
 use taurus_protocol::internal::raft_service_client::RaftServiceClient;
 use taurus_protocol::internal::raft_service_server::RaftServiceServer;
+use taurus_protocol::v1::acl_service_server::AclServiceServer;
 use taurus_protocol::v1::agent_service_server::AgentServiceServer;
 use taurus_protocol::v1::cluster_service_server::ClusterServiceServer;
 use taurus_protocol::v1::task_service_server::TaskServiceServer;
@@ -38,6 +39,7 @@ use crate::batcher::ReportBatcher;
 use crate::config::MasterConfig;
 use crate::error::MasterError;
 use crate::leader::LeaderDuties;
+use crate::service::acl::AclApi;
 use crate::service::agent::AgentApi;
 use crate::service::cluster::ClusterApi;
 use crate::service::task::TaskApi;
@@ -81,6 +83,13 @@ pub struct Node {
     /// The agents' lease, told to them in heartbeat answers.
     pub lease_timeout: Duration,
     pub channels: Channels,
+    /// `limits.max_queued_tasks` as put into each submit request (`None`: unbounded).
+    pub queue_limit: Option<u64>,
+    /// `limits.finished_retention` and `limits.max_finished_tasks` (leader duty: purge).
+    pub finished_retention: Duration,
+    pub max_finished_tasks: u64,
+    /// Principals, roles and per-token rate limits (`[auth]`).
+    pub auth: Arc<crate::auth::Authenticator>,
     /// Bug injection ([`UNSAFE_STALE_READS_ENV`]): linearizable reads skip the read barrier.
     pub unsafe_stale_reads: bool,
     /// Bug injection ([`UNSAFE_ACK_BEFORE_COMMIT_ENV`]): submits are answered before commit.
@@ -242,12 +251,35 @@ pub async fn run_with_listener(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), MasterError> {
     config.validate()?;
+    // Mutual TLS, checked before anything is opened so that a bad file is one clear error:
+    // serve only TLS, and dial peers (Raft, forwarding, read index) with our own certificate.
+    let (server_tls, channels) = match &config.tls {
+        Some(files) => {
+            let server = files.server_config()?;
+            let channels = if channels.is_tls() {
+                channels
+            } else {
+                channels.with_tls(files.client_config()?)
+            };
+            (Some(server), channels)
+        }
+        None => (None, channels),
+    };
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         MasterError::Config(format!(
             "data_dir: cannot create {}: {e}",
             config.data_dir.display()
         ))
     })?;
+    if config.exposure()? == crate::config::Exposure::Insecure {
+        tracing::warn!(
+            listen = %config.listen,
+            tls = config.tls.is_some(),
+            auth = config.auth.enabled,
+            "INSECURE: listening on a non-loopback address without TLS and authentication \
+             (--insecure); anyone who reaches this port can run commands on every agent"
+        );
+    }
     crate::clock::init_from_env();
     let unsafe_stale_reads = unsafe_switch_on(std::env::var(UNSAFE_STALE_READS_ENV).ok().as_deref());
     if unsafe_stale_reads {
@@ -299,6 +331,13 @@ pub async fn run_with_listener(
         duties: LeaderDuties::default(),
         lease_timeout: config.scheduler.lease_timeout,
         channels,
+        queue_limit: config.limits.queue_limit(),
+        finished_retention: config.limits.finished_retention,
+        max_finished_tasks: config.limits.max_finished_tasks,
+        auth: Arc::new(crate::auth::Authenticator::new(
+            config.auth.enabled,
+            config.auth.default_submit_rate,
+        )),
         unsafe_stale_reads,
         unsafe_ack_before_commit,
     };
@@ -309,17 +348,32 @@ pub async fn run_with_listener(
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<TaskServiceServer<TaskApi>>().await;
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = server_tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| MasterError::Serve(format!("TLS: {e}")))?;
+    }
+    let server = builder
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(
-            RaftServiceServer::new(RaftServer::new(config.id, raft.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            RaftServiceServer::new(
+                RaftServer::new(config.id, raft.clone()).require_master_cert(config.tls.is_some()),
+            )
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(TaskServiceServer::new(TaskApi::new(node.clone())).max_decoding_message_size(64 << 20))
+        .add_service(
+            TaskServiceServer::new(TaskApi::new(node.clone()))
+                .max_decoding_message_size(config.limits.max_message_bytes),
+        )
         .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
-        .add_service(AgentServiceServer::new(AgentApi::new(node.clone())).max_decoding_message_size(64 << 20))
+        .add_service(AclServiceServer::new(AclApi::new(node.clone())))
+        .add_service(
+            AgentServiceServer::new(AgentApi::new(node.clone()))
+                .max_decoding_message_size(config.limits.max_message_bytes),
+        )
         // Nagle off on accepted sockets too: the builder's `tcp_nodelay` only applies when tonic
         // binds the listener itself, and small replies would otherwise wait ~40ms for delayed ACKs.
         .serve_with_incoming_shutdown(

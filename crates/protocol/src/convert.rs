@@ -147,6 +147,8 @@ impl From<&Task> for v1::Task {
             unmet_dependencies: t.unmet_deps,
             not_before_ms: t.not_before_ms,
             queued_at_ms: t.queued_at_ms,
+            submitted_by: t.submitted_by.clone(),
+            cancelled_by: t.cancelled_by.clone(),
         }
     }
 }
@@ -256,6 +258,22 @@ pub fn report_result(task_id: String, outcome: ReportOutcome) -> v1::ReportResul
         task_id,
         outcome: outcome.to_string(),
         message,
+    }
+}
+
+impl From<&taurus_core::acl::Token> for v1::TokenInfo {
+    /// Never carries the secret's hash.
+    fn from(t: &taurus_core::acl::Token) -> Self {
+        v1::TokenInfo {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            role: t.role.to_string(),
+            agent: t.agent.clone().unwrap_or_default(),
+            created_at_ms: t.created_at_ms,
+            created_by: t.created_by.clone(),
+            expires_at_ms: t.expires_at_ms.unwrap_or(0),
+            rate_per_sec: t.rate_per_sec.unwrap_or(0),
+        }
     }
 }
 

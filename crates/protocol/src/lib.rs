@@ -7,6 +7,8 @@
 //! master-to-master schema (`taurus.internal.v1`) carries openraft messages as opaque bytes.
 
 pub mod convert;
+pub mod identity;
+pub mod tls;
 
 /// Public API, `taurus.v1`.
 pub mod v1 {

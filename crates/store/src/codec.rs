@@ -49,6 +49,8 @@ mod tests {
         Command::SubmitTasks {
             requests: vec![SubmitRequest {
                 request_id: String::new(),
+                queue_limit: None,
+                submitted_by: String::new(),
                 tasks: vec![TaskSpec {
                     id: "t-1".into(),
                     command: vec!["echo".into(), "hi".into()],
@@ -69,6 +71,8 @@ mod tests {
             id: "t-1".into(),
             reason: "no".into(),
             now_ms: 5,
+            by: "alice".into(),
+            only_own: true,
         };
         assert_eq!(cancel, decode::<Command>(&encode(&cancel).unwrap()).unwrap());
     }

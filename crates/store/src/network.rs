@@ -57,6 +57,7 @@ use tonic::Response;
 use tonic::Status;
 use tonic::Streaming;
 use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
 use tonic::transport::Endpoint;
 
 use crate::NodeId;
@@ -80,13 +81,24 @@ pub fn channel_to(addr: &str) -> Result<Channel, tonic::transport::Error> {
     } else {
         format!("http://{addr}")
     };
-    Ok(Endpoint::from_shared(uri)?
+    Ok(tune(Endpoint::from_shared(uri)?).connect_lazy())
+}
+
+/// Like [`channel_to`], and over mutual TLS when `tls` is given: `https://host:port`, the peer's
+/// certificate must be signed by the CA of `tls` and name `host`; ours is the identity of `tls`.
+pub fn secure_channel_to(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel, String> {
+    let endpoint = taurus_protocol::tls::endpoint(addr, tls).map_err(|e| e.to_string())?;
+    Ok(tune(endpoint).connect_lazy())
+}
+
+/// Timeouts and keep-alives of every peer channel.
+fn tune(endpoint: Endpoint) -> Endpoint {
+    endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true)
-        .connect_lazy())
 }
 
 /// A cache of one channel per peer address, shared by every client openraft creates and by
@@ -97,14 +109,35 @@ pub fn channel_to(addr: &str) -> Result<Channel, tonic::transport::Error> {
 /// writes and read-index requests alike) until [`Channels::heal`]. Blocking both directions
 /// between two groups of nodes is a network partition. Production code never calls it; the
 /// cost when nothing is blocked is one relaxed atomic load per message.
+///
+/// `Channels::default()` dials plain HTTP/2; [`Channels::with_tls`] dials every peer over
+/// mutual TLS.
 #[derive(Clone, Default)]
 pub struct Channels {
     inner: Arc<Mutex<HashMap<String, Channel>>>,
     blocked: Arc<Mutex<HashSet<String>>>,
     any_blocked: Arc<AtomicBool>,
+    /// Client side of mutual TLS (CA and this node's identity); `None` dials plain HTTP/2.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Channels {
+    /// These channels over mutual TLS with `tls` (see [`secure_channel_to`]). The result shares
+    /// fault injection with `self` but not its cache of channels.
+    pub fn with_tls(&self, tls: ClientTlsConfig) -> Self {
+        Self {
+            inner: Arc::default(),
+            blocked: self.blocked.clone(),
+            any_blocked: self.any_blocked.clone(),
+            tls: Some(tls),
+        }
+    }
+
+    /// Whether peers are dialled over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Fault injection: messages from this node to `addr` fail until [`Channels::heal`].
     pub fn block(&self, addr: &str) {
         if let Ok(mut b) = self.blocked.lock() {
@@ -145,7 +178,7 @@ impl Channels {
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
         }
-        let ch = channel_to(addr).map_err(|e| format!("bad peer address {addr:?}: {e}"))?;
+        let ch = secure_channel_to(addr, self.tls.as_ref()).map_err(|e| format!("bad peer address: {e}"))?;
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }
@@ -359,15 +392,108 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 }
 
 /// Serves the internal Raft service for one node.
+///
+/// Who may call it: with TLS on ([`RaftServer::require_master_cert`]), only holders of a
+/// certificate with `OU=master` (client and agent certificates get `PERMISSION_DENIED`). And
+/// once this node knows a membership, a `Vote`, `PreVote` or `TransferLeader` whose sender (the
+/// node id in the message's vote) is neither a voter nor a learner of it is refused, so a node
+/// that is not a member can never win or disrupt an election. `AppendEntries` and
+/// `InstallSnapshot` are not checked against the membership: their sender's vote was granted by
+/// a majority of members (who grant votes only to members), and refusing them would strand a
+/// replica that lags behind a membership change naming a new leader it has not heard of.
+/// Without TLS the service is unauthenticated: run it only on loopback or with `--insecure`.
 #[derive(Clone)]
 pub struct RaftServer {
     id: NodeId,
     raft: Raft,
+    require_master_cert: bool,
+}
+
+/// Why a Raft RPC is refused before it reaches openraft, or `None` when it may proceed.
+/// `peer`: the identity of the caller's certificate (`None` without one); `sender`: the node id
+/// the message claims to come from (`None` when the RPC does not name one); `members`: this
+/// node's voters and learners (`None` until it knows a membership).
+pub fn raft_refusal(
+    require_master_cert: bool,
+    peer: Option<&taurus_protocol::identity::CertIdentity>,
+    sender: Option<NodeId>,
+    members: Option<&std::collections::BTreeSet<NodeId>>,
+) -> Option<Status> {
+    use taurus_protocol::identity::CertRole;
+    if require_master_cert {
+        match peer {
+            Some(p) if p.role == CertRole::Master => {}
+            Some(p) => {
+                return Some(Status::permission_denied(format!(
+                    "raft traffic needs a master certificate (OU=master); {:?} presented OU={}",
+                    p.name,
+                    match p.role {
+                        CertRole::Agent => "agent",
+                        _ => "client",
+                    }
+                )));
+            }
+            None => {
+                return Some(Status::unauthenticated(
+                    "raft traffic needs a master certificate (OU=master); none presented",
+                ));
+            }
+        }
+    }
+    if let (Some(sender), Some(members)) = (sender, members)
+        && !members.is_empty()
+        && !members.contains(&sender)
+    {
+        return Some(Status::permission_denied(format!(
+            "node {sender} is not a member of this cluster (members: {members:?})"
+        )));
+    }
+    None
 }
 
 impl RaftServer {
     pub fn new(id: NodeId, raft: Raft) -> Self {
-        Self { id, raft }
+        Self {
+            id,
+            raft,
+            require_master_cert: false,
+        }
+    }
+
+    /// Accept Raft calls only from peers with a master certificate (set when TLS is on).
+    pub fn require_master_cert(mut self, on: bool) -> Self {
+        self.require_master_cert = on;
+        self
+    }
+
+    /// This node's voters and learners, `None` while it has no membership.
+    fn members(&self) -> Option<std::collections::BTreeSet<NodeId>> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let ids: std::collections::BTreeSet<NodeId> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        (!ids.is_empty()).then_some(ids)
+    }
+
+    /// Refuses a caller that may not use the Raft service (see the type's docs).
+    fn authorize<T>(&self, req: &Request<T>, sender: Option<NodeId>) -> Result<(), Status> {
+        let peer = taurus_protocol::identity::peer_identity(req);
+        if self.require_master_cert && peer.is_none() && taurus_protocol::identity::has_peer_cert(req) {
+            return Err(Status::permission_denied(
+                "raft traffic needs a master certificate (OU=master, CN=<name>)",
+            ));
+        }
+        let members = if sender.is_some() { self.members() } else { None };
+        match raft_refusal(self.require_master_cert, peer.as_ref(), sender, members.as_ref()) {
+            Some(status) => {
+                tracing::warn!(node = self.id, ?sender, error = %status.message(), "raft call refused");
+                Err(status)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Refuses a request meant for another node.
@@ -391,6 +517,7 @@ impl RaftServer {
     async fn serve<Req, Resp, E, Fut>(
         &self,
         req: Request<internal::RaftMessage>,
+        sender: impl FnOnce(&Req) -> Option<NodeId>,
         call: impl FnOnce(Raft, Req) -> Fut,
     ) -> Result<Response<internal::RaftMessage>, Status>
     where
@@ -401,6 +528,7 @@ impl RaftServer {
     {
         self.check_target(&req)?;
         let rpc: Req = decode_msg(req.get_ref())?;
+        self.authorize(&req, sender(&rpc))?;
         let resp = call(self.raft.clone(), rpc).await.map_err(fatal)?;
         encode_msg(&resp)
     }
@@ -426,9 +554,11 @@ impl RaftService for RaftServer {
         &self,
         req: Request<internal::RaftMessage>,
     ) -> Result<Response<internal::RaftMessage>, Status> {
-        self.serve(req, |raft, rpc: AppendEntriesRequest<TypeConfig>| async move {
-            raft.append_entries(rpc).await
-        })
+        self.serve(
+            req,
+            |_: &AppendEntriesRequest<TypeConfig>| None,
+            |raft, rpc: AppendEntriesRequest<TypeConfig>| async move { raft.append_entries(rpc).await },
+        )
         .await
     }
 
@@ -436,9 +566,11 @@ impl RaftService for RaftServer {
         &self,
         req: Request<internal::RaftMessage>,
     ) -> Result<Response<internal::RaftMessage>, Status> {
-        self.serve(req, |raft, rpc: VoteRequest<TypeConfig>| async move {
-            raft.vote(rpc).await
-        })
+        self.serve(
+            req,
+            vote_sender,
+            |raft, rpc: VoteRequest<TypeConfig>| async move { raft.vote(rpc).await },
+        )
         .await
     }
 
@@ -446,9 +578,11 @@ impl RaftService for RaftServer {
         &self,
         req: Request<internal::RaftMessage>,
     ) -> Result<Response<internal::RaftMessage>, Status> {
-        self.serve(req, |raft, rpc: VoteRequest<TypeConfig>| async move {
-            raft.pre_vote(rpc).await
-        })
+        self.serve(
+            req,
+            vote_sender,
+            |raft, rpc: VoteRequest<TypeConfig>| async move { raft.pre_vote(rpc).await },
+        )
         .await
     }
 
@@ -456,9 +590,11 @@ impl RaftService for RaftServer {
         &self,
         req: Request<internal::RaftMessage>,
     ) -> Result<Response<internal::RaftMessage>, Status> {
-        self.serve(req, |raft, rpc: TransferLeaderRequest<TypeConfig>| async move {
-            raft.handle_transfer_leader(rpc).await
-        })
+        self.serve(
+            req,
+            |rpc: &TransferLeaderRequest<TypeConfig>| Some(rpc.from_leader().leader_id().node_id),
+            |raft, rpc: TransferLeaderRequest<TypeConfig>| async move { raft.handle_transfer_leader(rpc).await },
+        )
         .await
     }
 
@@ -467,6 +603,7 @@ impl RaftService for RaftServer {
         req: Request<Streaming<internal::SnapshotChunk>>,
     ) -> Result<Response<internal::RaftMessage>, Status> {
         self.check_target(&req)?;
+        self.authorize(&req, None)?;
         let mut stream = req.into_inner();
         let head = stream
             .next()
@@ -490,8 +627,9 @@ impl RaftService for RaftServer {
 
     async fn read_index(
         &self,
-        _req: Request<internal::ReadIndexRequest>,
+        req: Request<internal::ReadIndexRequest>,
     ) -> Result<Response<internal::ReadIndexResponse>, Status> {
+        self.authorize(&req, None)?;
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(read) => Ok(Response::new(internal::ReadIndexResponse {
                 read_index: read.log_id().index,
@@ -506,11 +644,17 @@ impl RaftService for RaftServer {
 
     async fn node_info(
         &self,
-        _req: Request<internal::NodeInfoRequest>,
+        req: Request<internal::NodeInfoRequest>,
     ) -> Result<Response<internal::NodeInfoResponse>, Status> {
+        self.authorize(&req, None)?;
         let m = self.raft.metrics().borrow_watched().clone();
         Ok(Response::new(node_info(self.id, &m)))
     }
+}
+
+/// The candidate a (pre-)vote request comes from.
+fn vote_sender(rpc: &VoteRequest<TypeConfig>) -> Option<NodeId> {
+    Some(rpc.vote.leader_id().node_id)
 }
 
 /// A node's own view, as reported by `NodeInfo` and in cluster status.

@@ -98,6 +98,8 @@ fn entry(i: u64) -> Entry {
             Command::SubmitTasks {
                 requests: vec![SubmitRequest {
                     request_id: String::new(),
+                    queue_limit: None,
+                    submitted_by: String::new(),
                     tasks: (0..8)
                         .map(|k| TaskSpec {
                             id: format!("t{i:05}-{k}"),

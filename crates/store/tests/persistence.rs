@@ -48,6 +48,8 @@ fn submit(ids: &[&str]) -> Command {
     Command::SubmitTasks {
         requests: vec![SubmitRequest {
             request_id: String::new(),
+            queue_limit: None,
+            submitted_by: String::new(),
             tasks: ids
                 .iter()
                 .map(|id| TaskSpec {

@@ -111,6 +111,8 @@ fn submit(id: &str) -> Command {
     Command::SubmitTasks {
         requests: vec![SubmitRequest {
             request_id: String::new(),
+            queue_limit: None,
+            submitted_by: String::new(),
             tasks: vec![TaskSpec {
                 id: id.to_string(),
                 command: vec!["true".into()],

@@ -20,6 +20,7 @@ pub fn request(command: &[&str]) -> ExecRequest {
         command: command.iter().map(|s| s.to_string()).collect(),
         env: BTreeMap::new(),
         timeout: None,
+        ..ExecRequest::default()
     }
 }
 

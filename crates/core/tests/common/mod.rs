@@ -48,6 +48,8 @@ pub fn submit_cmd(requests: Vec<Vec<TaskSpec>>, now_ms: u64) -> Command {
             .map(|tasks| SubmitRequest {
                 tasks,
                 request_id: String::new(),
+                queue_limit: None,
+                submitted_by: String::new(),
             })
             .collect(),
         now_ms,
@@ -59,6 +61,8 @@ pub fn cancel_cmd(id: &str, reason: &str, now_ms: u64) -> Command {
         id: id.to_string(),
         reason: reason.to_string(),
         now_ms,
+        by: String::new(),
+        only_own: false,
     }
 }
 
@@ -100,6 +104,8 @@ pub fn submit_keyed(
     let request = SubmitRequest {
         tasks,
         request_id: request_id.to_string(),
+        queue_limit: None,
+        submitted_by: String::new(),
     };
     let mut results = submit_requests(state, index, vec![request]);
     assert_eq!(results.len(), 1, "one result per request");

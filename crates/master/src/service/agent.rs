@@ -16,6 +16,7 @@ use openraft::ReadPolicy;
 use taurus_core::Command;
 use taurus_core::Response as CoreResponse;
 use taurus_core::State;
+use taurus_core::acl::Role;
 use taurus_core::command::ReportEvent;
 use taurus_core::command::ReportOutcome;
 use taurus_core::types::AgentState;
@@ -31,12 +32,16 @@ use tonic::Response;
 use tonic::Status;
 
 use super::Attempt;
+use super::Caller;
+use super::authenticate;
+use super::authorize;
 use super::forward_request;
 use super::is_forwarded;
 use super::on_leader;
 use super::read_status;
 use super::rejection_status;
 use super::write_local;
+use crate::auth::Principal;
 use crate::batcher::now_ms;
 use crate::node::Node;
 use crate::write::WriteError;
@@ -53,7 +58,7 @@ impl AgentApi {
         Self { node }
     }
 
-    async fn prepare_read(&self, consistency: i32) -> Result<v1::ReadInfo, Status> {
+    async fn prepare_read(&self, caller: &Caller, consistency: i32) -> Result<v1::ReadInfo, Status> {
         if consistency == v1::Consistency::Stale as i32 {
             return Ok(v1::ReadInfo {
                 served_by: self.node.id,
@@ -62,6 +67,7 @@ impl AgentApi {
             });
         }
         let applied = self.node.read_barrier().await.map_err(read_status)?;
+        caller.recheck(&self.node)?;
         Ok(v1::ReadInfo {
             served_by: self.node.id,
             applied_index: applied,
@@ -85,6 +91,33 @@ fn epoch_current(state: &State, agent: &str, epoch: u64) -> bool {
         .is_some_and(|a| a.epoch == epoch && a.state != AgentState::Down)
 }
 
+/// `PERMISSION_DENIED` when one of `reports` names an attempt this master knows was placed on
+/// another agent than `agent` (the reporter): an agent may report only on its own tasks.
+fn not_its_attempt(
+    state: &State,
+    agent: &str,
+    reports: &[taurus_core::command::TaskReport],
+) -> Result<(), Status> {
+    for (i, r) in reports.iter().enumerate() {
+        let owner = state.get(&r.task_id).and_then(|t| {
+            t.attempts
+                .iter()
+                .find(|a| a.fencing_token == r.token)
+                .map(|a| a.agent_id.as_str())
+        });
+        if let Some(owner) = owner
+            && owner != agent
+        {
+            return Err(Status::permission_denied(format!(
+                "reports[{i}]: attempt {} of task {} was placed on agent {owner:?}, not on {agent:?}; \
+                 an agent reports only on its own tasks",
+                r.token, r.task_id
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Whether the attempt `(task, token)` is still what `agent` should run.
 fn attempt_current(state: &State, agent: &str, task: &str, token: u64) -> bool {
     state.get(task).is_some_and(|t| {
@@ -101,6 +134,9 @@ impl AgentService for AgentApi {
         &self,
         req: Request<v1::RegisterAgentRequest>,
     ) -> Result<Response<v1::RegisterAgentResponse>, Status> {
+        let caller = authenticate(&self.node, &req).await?;
+        caller.require_agent(&req.get_ref().id, "RegisterAgent")?;
+        let caller = &caller;
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
         let info = convert::agent_info_from_register(msg.clone());
@@ -134,7 +170,7 @@ impl AgentService for AgentApi {
         let msg_ref = &msg;
         let forward = |ch| async move {
             agent_client(ch)
-                .register_agent(forward_request(&self.node, msg_ref.clone()))
+                .register_agent(forward_request(&self.node, caller, msg_ref.clone()))
                 .await
         };
         on_leader(&self.node, forwarded, local, forward).await
@@ -144,6 +180,9 @@ impl AgentService for AgentApi {
         &self,
         req: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let caller = authenticate(&self.node, &req).await?;
+        caller.require_agent(&req.get_ref().agent_id, "Heartbeat")?;
+        let caller = &caller;
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
         validate::validate_id(&msg.agent_id).map_err(|r| rejection_status(r.within("agent_id")))?;
@@ -190,7 +229,7 @@ impl AgentService for AgentApi {
         };
         let forward = |ch| async move {
             agent_client(ch)
-                .heartbeat(forward_request(&self.node, msg_ref.clone()))
+                .heartbeat(forward_request(&self.node, caller, msg_ref.clone()))
                 .await
         };
         on_leader(&self.node, forwarded, local, forward).await
@@ -202,6 +241,8 @@ impl AgentService for AgentApi {
         &self,
         req: Request<v1::WatchAssignmentsRequest>,
     ) -> Result<Response<AssignmentStream>, Status> {
+        let caller = authenticate(&self.node, &req).await?;
+        caller.require_agent(&req.get_ref().agent_id, "WatchAssignments")?;
         let msg = req.into_inner();
         validate::validate_id(&msg.agent_id).map_err(|r| rejection_status(r.within("agent_id")))?;
         let (tx, rx) = mpsc::channel(64);
@@ -296,6 +337,9 @@ impl AgentService for AgentApi {
         &self,
         req: Request<v1::ReportTaskStatusRequest>,
     ) -> Result<Response<v1::ReportTaskStatusResponse>, Status> {
+        let caller = authenticate(&self.node, &req).await?;
+        caller.require_agent(&req.get_ref().agent_id, "ReportTaskStatus")?;
+        let caller = &caller;
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
         validate::validate_id(&msg.agent_id).map_err(|r| rejection_status(r.within("agent_id")))?;
@@ -311,6 +355,11 @@ impl AgentService for AgentApi {
             .map(|(i, r)| convert::task_report(&msg.agent_id, r.clone(), &format!("reports[{i}]")))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // An authenticated agent reports only on attempts placed on it. Apply would answer
+        // `Stale` anyway (the attempt names its agent); refusing here makes the attempt visible.
+        if let Principal::Agent { name, .. } = &caller.principal {
+            self.node.sm.read(|s| not_its_attempt(s, name, &reports))?;
+        }
         let node = &self.node;
         let msg_ref = &msg;
         let reports_ref = &reports;
@@ -346,7 +395,7 @@ impl AgentService for AgentApi {
         };
         let forward = |ch| async move {
             agent_client(ch)
-                .report_task_status(forward_request(&self.node, msg_ref.clone()))
+                .report_task_status(forward_request(&self.node, caller, msg_ref.clone()))
                 .await
         };
         on_leader(&self.node, forwarded, local, forward).await
@@ -356,7 +405,8 @@ impl AgentService for AgentApi {
         &self,
         req: Request<v1::ListAgentsRequest>,
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
-        let read = self.prepare_read(req.into_inner().consistency).await?;
+        let caller = authorize(&self.node, &req, Role::Read, "ListAgents").await?;
+        let read = self.prepare_read(&caller, req.into_inner().consistency).await?;
         let agents = self
             .node
             .sm
@@ -371,9 +421,10 @@ impl AgentService for AgentApi {
         &self,
         req: Request<v1::GetAgentRequest>,
     ) -> Result<Response<v1::GetAgentResponse>, Status> {
+        let caller = authorize(&self.node, &req, Role::Read, "GetAgent").await?;
         let msg = req.into_inner();
         validate::validate_id(&msg.id).map_err(rejection_status)?;
-        let read = self.prepare_read(msg.consistency).await?;
+        let read = self.prepare_read(&caller, msg.consistency).await?;
         let agent = self.node.sm.read(|s| {
             s.agent(&msg.id).map(|a| {
                 let mut info = v1::AgentInfo::from(a);
@@ -394,6 +445,8 @@ impl AgentService for AgentApi {
         &self,
         req: Request<v1::SetAgentDrainRequest>,
     ) -> Result<Response<v1::AgentInfo>, Status> {
+        let caller = authorize(&self.node, &req, Role::Operator, "SetAgentDrain").await?;
+        let caller = &caller;
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
         validate::validate_id(&msg.id).map_err(rejection_status)?;
@@ -436,7 +489,7 @@ impl AgentService for AgentApi {
         };
         let forward = |ch| async move {
             agent_client(ch)
-                .set_agent_drain(forward_request(&self.node, msg_ref.clone()))
+                .set_agent_drain(forward_request(&self.node, caller, msg_ref.clone()))
                 .await
         };
         on_leader(&self.node, forwarded, local, forward).await

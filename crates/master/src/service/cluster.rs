@@ -232,8 +232,9 @@ fn check_addr(addr: &str) -> Result<(), Status> {
 impl ClusterService for ClusterApi {
     async fn get_status(
         &self,
-        _req: Request<v1::ClusterStatusRequest>,
+        req: Request<v1::ClusterStatusRequest>,
     ) -> Result<Response<v1::ClusterStatus>, Status> {
+        super::authorize(&self.node, &req, taurus_core::acl::Role::Read, "GetStatus").await?;
         Ok(Response::new(self.status().await))
     }
 
@@ -241,6 +242,8 @@ impl ClusterService for ClusterApi {
         &self,
         req: Request<v1::AddMasterRequest>,
     ) -> Result<Response<v1::ClusterStatus>, Status> {
+        let caller = super::authorize(&self.node, &req, taurus_core::acl::Role::Admin, "AddMaster").await?;
+        let caller = &caller;
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
         if msg.id == 0 {
@@ -250,7 +253,7 @@ impl ClusterService for ClusterApi {
         let msg = &msg;
         let forward = |ch| async move {
             ClusterServiceClient::new(ch)
-                .add_master(forward_request(&self.node, msg.clone()))
+                .add_master(forward_request(&self.node, caller, msg.clone()))
                 .await
         };
         on_leader(
@@ -266,12 +269,15 @@ impl ClusterService for ClusterApi {
         &self,
         req: Request<v1::RemoveMasterRequest>,
     ) -> Result<Response<v1::ClusterStatus>, Status> {
+        let caller =
+            super::authorize(&self.node, &req, taurus_core::acl::Role::Admin, "RemoveMaster").await?;
+        let caller = &caller;
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
         let msg = &msg;
         let forward = |ch| async move {
             ClusterServiceClient::new(ch)
-                .remove_master(forward_request(&self.node, *msg))
+                .remove_master(forward_request(&self.node, caller, *msg))
                 .await
         };
         on_leader(
@@ -287,12 +293,20 @@ impl ClusterService for ClusterApi {
         &self,
         req: Request<v1::TransferLeaderRequest>,
     ) -> Result<Response<v1::ClusterStatus>, Status> {
+        let caller = super::authorize(
+            &self.node,
+            &req,
+            taurus_core::acl::Role::Operator,
+            "TransferLeader",
+        )
+        .await?;
+        let caller = &caller;
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
         let msg = &msg;
         let forward = |ch| async move {
             ClusterServiceClient::new(ch)
-                .transfer_leader(forward_request(&self.node, *msg))
+                .transfer_leader(forward_request(&self.node, caller, *msg))
                 .await
         };
         on_leader(

@@ -5,6 +5,7 @@
 //! caller never sees "not leader". It only sees `UNAVAILABLE` while no leader exists, which the
 //! client library retries against other replicas.
 
+pub mod acl;
 pub mod agent;
 pub mod cluster;
 pub mod task;
@@ -17,8 +18,12 @@ use taurus_core::error::RejectKind;
 
 use tonic::Request;
 use tonic::Status;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 
+use crate::auth::AuthError;
+use crate::auth::Credentials;
+use crate::auth::Principal;
 use crate::node::Node;
 use crate::node::ReadError;
 use crate::node::Route;
@@ -34,6 +39,8 @@ pub fn rejection_status(r: Rejection) -> Status {
         RejectKind::InvalidArgument => Status::invalid_argument(msg),
         RejectKind::NotFound => Status::not_found(msg),
         RejectKind::FailedPrecondition => Status::failed_precondition(msg),
+        RejectKind::ResourceExhausted => Status::resource_exhausted(msg),
+        RejectKind::PermissionDenied => Status::permission_denied(msg),
     }
 }
 
@@ -55,7 +62,7 @@ pub fn read_status(e: ReadError) -> Status {
 pub fn check_reason(reason: &str) -> Result<(), Status> {
     if reason.len() > taurus_core::validate::MAX_REASON_LEN {
         return Err(Status::invalid_argument(format!(
-            "reason: longer than {} bytes",
+            "reason: longer than {} bytes (limit max_reason_len)",
             taurus_core::validate::MAX_REASON_LEN
         )));
     }
@@ -117,13 +124,127 @@ where
     }
 }
 
-/// Wraps `msg` for forwarding from `node` to the leader.
-pub fn forward_request<T>(node: &Node, msg: T) -> Request<T> {
+/// Wraps `msg` for forwarding from `node` to the leader, with the caller's own
+/// `authorization` header, so that the leader authenticates the original caller again (it has
+/// applied every committed revoke). A caller without a token (an agent known by its certificate)
+/// reaches the leader as this master, which the leader trusts: this master checked it.
+pub fn forward_request<T>(node: &Node, caller: &Caller, msg: T) -> Request<T> {
     let mut req = Request::new(msg);
     if let Ok(v) = node.id.to_string().parse() {
         req.metadata_mut().insert(FORWARDED_HEADER, v);
     }
+    if let Some(v) = &caller.authorization {
+        req.metadata_mut().insert(AUTHORIZATION_HEADER, v.clone());
+    }
     req
+}
+
+/// The metadata key of bearer tokens.
+pub const AUTHORIZATION_HEADER: &str = "authorization";
+
+/// An authentication or authorisation refusal.
+pub fn auth_status(e: AuthError) -> Status {
+    match e {
+        AuthError::Unauthenticated(m) => Status::unauthenticated(m),
+        AuthError::PermissionDenied(m) => Status::permission_denied(m),
+        AuthError::RateLimited(m) => Status::resource_exhausted(m),
+    }
+}
+
+/// The authenticated caller of one request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub principal: Principal,
+    /// The caller's `authorization` header, copied onto forwarded requests.
+    authorization: Option<AsciiMetadataValue>,
+}
+
+impl Caller {
+    /// Requires a user role for `what` (an RPC name).
+    pub fn require(&self, need: taurus_core::acl::Role, what: &str) -> Result<(), Status> {
+        self.principal.require(need, what).map_err(auth_status)
+    }
+
+    /// Requires the right to act as agent `agent_id` for `what`.
+    pub fn require_agent(&self, agent_id: &str, what: &str) -> Result<(), Status> {
+        self.principal.require_agent(agent_id, what).map_err(auth_status)
+    }
+
+    /// After a read barrier: the caller's token must still exist (not revoked) and not have
+    /// expired in the state just caught up with the leader, so a revoke acknowledged before the
+    /// request began is honoured on every replica.
+    pub fn recheck(&self, node: &Node) -> Result<(), Status> {
+        let now = crate::clock::now_ms();
+        node.sm
+            .read(|s| node.auth.recheck(s, &self.principal, now))
+            .map_err(auth_status)
+    }
+
+    /// Charges `tasks` submissions to the caller's token bucket on this master.
+    pub fn charge_submit(&self, node: &Node, tasks: u64) -> Result<(), Status> {
+        node.sm
+            .read(|s| node.auth.charge_submit(s, &self.principal, tasks))
+            .map_err(auth_status)
+    }
+}
+
+/// Reads the credentials `req` carries.
+fn credentials<T>(req: &Request<T>) -> Result<(Credentials, Option<AsciiMetadataValue>), Status> {
+    let authorization = req.metadata().get(AUTHORIZATION_HEADER).cloned();
+    let bearer = match &authorization {
+        Some(v) => {
+            let text = v
+                .to_str()
+                .map_err(|_| Status::unauthenticated("authorization: not printable ASCII"))?;
+            Some(crate::auth::parse_bearer(text).map_err(auth_status)?)
+        }
+        None => None,
+    };
+    let cert = taurus_protocol::identity::peer_identity(req);
+    Ok((Credentials { bearer, cert }, authorization))
+}
+
+/// Who sent `req`. A token this master does not know may be newer than its applied state (just
+/// created through the leader): a follower then catches up with the leader (read barrier) and
+/// looks again before refusing.
+pub async fn authenticate<T>(node: &Node, req: &Request<T>) -> Result<Caller, Status> {
+    let (creds, authorization) = credentials(req)?;
+    if !node.auth.enabled() {
+        return Ok(Caller {
+            principal: Principal::Anonymous,
+            authorization,
+        });
+    }
+    let judge = || {
+        let now = crate::clock::now_ms();
+        node.sm.read(|s| node.auth.authenticate(s, &creds, now))
+    };
+    let principal = match judge() {
+        Ok(p) => p,
+        Err(AuthError::Unauthenticated(_))
+            if creds.bearer.is_some() && !matches!(node.route(), Route::Local) =>
+        {
+            node.read_barrier().await.map_err(read_status)?;
+            judge().map_err(auth_status)?
+        }
+        Err(e) => return Err(auth_status(e)),
+    };
+    Ok(Caller {
+        principal,
+        authorization,
+    })
+}
+
+/// [`authenticate`], then [`Caller::require`].
+pub async fn authorize<T>(
+    node: &Node,
+    req: &Request<T>,
+    need: taurus_core::acl::Role,
+    what: &str,
+) -> Result<Caller, Status> {
+    let caller = authenticate(node, req).await?;
+    caller.require(need, what)?;
+    Ok(caller)
 }
 
 /// Proposes `cmd` on this master (the leader), for handlers that do not coalesce.

@@ -8,6 +8,7 @@ use taurus_core::Rejection;
 use taurus_core::Response as CoreResponse;
 use taurus_core::TaskSpec;
 use taurus_core::TaskState;
+use taurus_core::acl::Role;
 use taurus_core::command::SubmitRequest;
 use taurus_core::validate;
 use taurus_protocol::convert::task_state_from_i32;
@@ -21,6 +22,8 @@ use tonic::Response;
 use tonic::Status;
 
 use super::Attempt;
+use super::Caller;
+use super::authorize;
 use super::forward_request;
 use super::is_forwarded;
 use super::on_leader;
@@ -52,13 +55,19 @@ fn submit_response(results: Vec<taurus_core::command::Submitted>, index: u64) ->
 
 /// Converts and validates one wire request (ids already filled in). The state machine checks it
 /// all again at apply; checking here answers bad input without a Raft round trip.
-fn submit_request(msg: &v1::SubmitTasksRequest) -> Result<SubmitRequest, Rejection> {
+fn submit_request(
+    msg: &v1::SubmitTasksRequest,
+    queue_limit: Option<u64>,
+    submitted_by: &str,
+) -> Result<SubmitRequest, Rejection> {
     validate::validate_request_id(&msg.request_id)?;
     let tasks: Vec<TaskSpec> = msg.tasks.iter().cloned().map(TaskSpec::from).collect();
     validate::validate_request(&tasks)?;
     Ok(SubmitRequest {
         tasks,
         request_id: msg.request_id.clone(),
+        queue_limit,
+        submitted_by: submitted_by.to_string(),
     })
 }
 
@@ -95,6 +104,7 @@ impl TaskApi {
     /// the background and answers "created" at once, committed or not.
     fn ack_before_commit(
         &self,
+        caller: Caller,
         msg: v1::SubmitTasksRequest,
         request: SubmitRequest,
     ) -> v1::SubmitTasksResponse {
@@ -120,7 +130,7 @@ impl TaskApi {
                 crate::node::Route::Forward(leader) => {
                     if let Ok(ch) = node.channels.get(&leader.addr) {
                         let _ = TaskServiceClient::new(ch)
-                            .submit_tasks(forward_request(&node, msg))
+                            .submit_tasks(forward_request(&node, &caller, msg))
                             .await;
                     }
                 }
@@ -139,11 +149,14 @@ impl TaskApi {
     }
 
     /// Confirms with the leader unless the caller accepted a stale read; returns the read info.
-    async fn prepare_read(&self, consistency: i32) -> Result<v1::ReadInfo, Status> {
+    /// A linearizable read checks the caller's token again once caught up, so a token revoked
+    /// before the read began is refused on every replica.
+    async fn prepare_read(&self, caller: &Caller, consistency: i32) -> Result<v1::ReadInfo, Status> {
         if consistency == v1::Consistency::Stale as i32 {
             return Ok(self.read_info(self.node.sm.applied_index(), true));
         }
         let applied = self.node.read_barrier().await.map_err(read_status)?;
+        caller.recheck(&self.node)?;
         Ok(self.read_info(applied, false))
     }
 }
@@ -156,6 +169,7 @@ impl TaskService for TaskApi {
         &self,
         req: Request<v1::SubmitTasksRequest>,
     ) -> Result<Response<v1::SubmitTasksResponse>, Status> {
+        let caller = authorize(&self.node, &req, Role::Submit, "SubmitTasks").await?;
         let forwarded = is_forwarded(&req);
         let mut msg = req.into_inner();
         // Ids make a retry never create a second task: the client library always sets them. A
@@ -165,19 +179,35 @@ impl TaskService for TaskApi {
         for t in msg.tasks.iter_mut().filter(|t| t.id.is_empty()) {
             t.id = uuid::Uuid::now_v7().to_string();
         }
-        let request = submit_request(&msg).map_err(rejection_status)?;
+        let by = caller.principal.name().to_string();
+        let request = submit_request(&msg, self.node.queue_limit, &by).map_err(rejection_status)?;
         if self.node.unsafe_ack_before_commit && !forwarded {
-            return Ok(Response::new(self.ack_before_commit(msg, request)));
+            return Ok(Response::new(self.ack_before_commit(caller, msg, request)));
         }
         let mut request = Some(request);
         let node = &self.node;
+        let caller_ref = &caller;
+        // The rate limit is charged on the master that proposes (once, whatever the retries).
+        let mut charged = false;
+        let tasks = msg.tasks.len() as u64;
         let local = || {
+            let charge = if charged {
+                Ok(())
+            } else {
+                charged = true;
+                caller_ref.charge_submit(node, tasks)
+            };
             // Built again (from the same message, key included) if the first try found no leader.
             let request = request.take().unwrap_or_else(|| SubmitRequest {
                 tasks: msg.tasks.iter().cloned().map(TaskSpec::from).collect(),
                 request_id: msg.request_id.clone(),
+                queue_limit: node.queue_limit,
+                submitted_by: by.clone(),
             });
             async move {
+                if let Err(s) = charge {
+                    return Attempt::Done(Err(s));
+                }
                 match node.batcher.submit(request).await {
                     Ok((Ok(results), index)) => {
                         Attempt::Done(Ok(Response::new(submit_response(results, index))))
@@ -193,7 +223,7 @@ impl TaskService for TaskApi {
         let forward = |ch| async move {
             TaskServiceClient::new(ch)
                 .max_decoding_message_size(64 << 20)
-                .submit_tasks(forward_request(&self.node, msg_ref.clone()))
+                .submit_tasks(forward_request(&self.node, caller_ref, msg_ref.clone()))
                 .await
         };
         on_leader(&self.node, forwarded, local, forward).await
@@ -203,7 +233,9 @@ impl TaskService for TaskApi {
         &self,
         req: Request<v1::SubmitManyRequest>,
     ) -> Result<Response<v1::SubmitManyResponse>, Status> {
+        let caller = authorize(&self.node, &req, Role::Submit, "SubmitMany").await?;
         let forwarded = is_forwarded(&req);
+        let by = caller.principal.name().to_string();
         let mut msg = req.into_inner();
         if msg.requests.is_empty() {
             return Err(Status::invalid_argument(
@@ -229,7 +261,7 @@ impl TaskService for TaskApi {
         let mut valid: Vec<usize> = Vec::with_capacity(msg.requests.len());
         let mut requests: Vec<SubmitRequest> = Vec::with_capacity(msg.requests.len());
         for (i, r) in msg.requests.iter().enumerate() {
-            match submit_request(r) {
+            match submit_request(r, self.node.queue_limit, &by) {
                 Ok(request) => {
                     valid.push(i);
                     requests.push(request);
@@ -241,10 +273,20 @@ impl TaskService for TaskApi {
         if valid.is_empty() {
             return Ok(Response::new(v1::SubmitManyResponse { outcomes: template }));
         }
+        let tasks: u64 = requests.iter().map(|r| r.tasks.len() as u64).sum();
         let mut requests = Some(requests);
         let node = &self.node;
         let (valid_ref, template_ref, msg_ref) = (&valid, &template, &msg);
+        let caller_ref = &caller;
+        let by_ref = &by;
+        let mut charged = false;
         let local = || {
+            let charge = if charged {
+                Ok(())
+            } else {
+                charged = true;
+                caller_ref.charge_submit(node, tasks)
+            };
             let requests = requests.take().unwrap_or_else(|| {
                 valid_ref
                     .iter()
@@ -256,10 +298,15 @@ impl TaskService for TaskApi {
                             .map(TaskSpec::from)
                             .collect(),
                         request_id: msg_ref.requests[i].request_id.clone(),
+                        queue_limit: node.queue_limit,
+                        submitted_by: by_ref.clone(),
                     })
                     .collect()
             });
             async move {
+                if let Err(s) = charge {
+                    return Attempt::Done(Err(s));
+                }
                 match node.batcher.submit_many(requests).await {
                     Ok((results, index)) => {
                         let mut outcomes = template_ref.clone();
@@ -279,7 +326,7 @@ impl TaskService for TaskApi {
         let forward = |ch| async move {
             TaskServiceClient::new(ch)
                 .max_decoding_message_size(64 << 20)
-                .submit_many(forward_request(&self.node, msg_ref.clone()))
+                .submit_many(forward_request(&self.node, caller_ref, msg_ref.clone()))
                 .await
         };
         on_leader(&self.node, forwarded, local, forward).await
@@ -289,9 +336,10 @@ impl TaskService for TaskApi {
         &self,
         req: Request<v1::GetTaskRequest>,
     ) -> Result<Response<v1::GetTaskResponse>, Status> {
+        let caller = authorize(&self.node, &req, Role::Read, "GetTask").await?;
         let msg = req.into_inner();
         validate::validate_id(&msg.id).map_err(rejection_status)?;
-        let read = self.prepare_read(msg.consistency).await?;
+        let read = self.prepare_read(&caller, msg.consistency).await?;
         let task = self.node.sm.read(|s| s.get(&msg.id).map(v1::Task::from));
         match task {
             Some(task) => Ok(Response::new(v1::GetTaskResponse {
@@ -306,6 +354,7 @@ impl TaskService for TaskApi {
         &self,
         req: Request<v1::ListTasksRequest>,
     ) -> Result<Response<v1::ListTasksResponse>, Status> {
+        let caller = authorize(&self.node, &req, Role::Read, "ListTasks").await?;
         let msg = req.into_inner();
         let states = msg
             .states
@@ -326,7 +375,7 @@ impl TaskService for TaskApi {
             validate::validate_id(a)
                 .map_err(|_| Status::invalid_argument("page_token: not a token we issued"))?;
         }
-        let read = self.prepare_read(msg.consistency).await?;
+        let read = self.prepare_read(&caller, msg.consistency).await?;
         let (tasks, next, total) = self.node.sm.read(|s| {
             let page = s.list(&states, after, limit);
             let total = if states.is_empty() {
@@ -355,6 +404,8 @@ impl TaskService for TaskApi {
         &self,
         req: Request<v1::CancelTaskRequest>,
     ) -> Result<Response<v1::CancelTaskResponse>, Status> {
+        let caller = authorize(&self.node, &req, Role::Submit, "CancelTask").await?;
+        let caller = &caller;
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
         validate::validate_id(&msg.id).map_err(rejection_status)?;
@@ -365,6 +416,8 @@ impl TaskService for TaskApi {
                 id: msg.id.clone(),
                 reason: msg.reason.clone(),
                 now_ms: now_ms(),
+                by: caller.principal.name().to_string(),
+                only_own: !caller.principal.may_cancel_any(),
             };
             async move {
                 match super::write_local(node, cmd).await {
@@ -388,7 +441,7 @@ impl TaskService for TaskApi {
         let msg_ref = &msg;
         let forward = |ch| async move {
             TaskServiceClient::new(ch)
-                .cancel_task(forward_request(&self.node, msg_ref.clone()))
+                .cancel_task(forward_request(&self.node, caller, msg_ref.clone()))
                 .await
         };
         on_leader(&self.node, forwarded, local, forward).await
@@ -397,11 +450,13 @@ impl TaskService for TaskApi {
     type WatchTaskStream = WatchStream;
 
     async fn watch_task(&self, req: Request<v1::WatchTaskRequest>) -> Result<Response<WatchStream>, Status> {
+        let caller = authorize(&self.node, &req, Role::Read, "WatchTask").await?;
         let id = req.into_inner().id;
         validate::validate_id(&id).map_err(rejection_status)?;
         // Subscribe before the barrier so no change between the two is missed.
         let mut applied = self.node.sm.subscribe();
         self.node.read_barrier().await.map_err(read_status)?;
+        caller.recheck(&self.node)?;
         let first = self
             .node
             .sm

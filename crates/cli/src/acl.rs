@@ -1,0 +1,168 @@
+//! `taurus acl ...`: bootstrap, tokens and whoami.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+use taurus_client::v1;
+
+use crate::Context;
+use crate::args::AclCmd;
+use crate::args::AclTokenCmd;
+use crate::output::Table;
+use crate::output::or_dash;
+use crate::output::print_json;
+
+pub async fn run(cmd: AclCmd, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let client = ctx.client()?;
+    match cmd {
+        AclCmd::Bootstrap { name } => print_secret(ctx, &client.acl_bootstrap(&name).await?)?,
+        AclCmd::Token(AclTokenCmd::Create {
+            name,
+            role,
+            agent,
+            ttl,
+            rate,
+        }) => {
+            let created = client
+                .create_token(v1::CreateTokenRequest {
+                    name,
+                    role,
+                    agent: agent.unwrap_or_default(),
+                    ttl_ms: ttl.map(|d| d.as_millis() as u64).unwrap_or(0),
+                    rate_per_sec: rate.unwrap_or(0),
+                })
+                .await?;
+            print_secret(ctx, &created)?;
+        }
+        AclCmd::Token(AclTokenCmd::List) => {
+            let list = client.list_tokens(false).await?;
+            let views: Vec<TokenView> = list.tokens.iter().map(TokenView::from).collect();
+            if ctx.json {
+                print_json(&views)?;
+            } else {
+                let mut t = Table::new(&[
+                    "ID",
+                    "NAME",
+                    "ROLE",
+                    "AGENT",
+                    "CREATED BY",
+                    "EXPIRES AT MS",
+                    "RATE/S",
+                ]);
+                for v in &views {
+                    t.row(vec![
+                        v.id.clone(),
+                        v.name.clone(),
+                        v.role.clone(),
+                        or_dash(&v.agent).to_string(),
+                        v.created_by.clone(),
+                        v.expires_at_ms.map_or("-".into(), |e| e.to_string()),
+                        v.rate_per_sec.map_or("-".into(), |r| r.to_string()),
+                    ]);
+                }
+                t.print();
+            }
+        }
+        AclCmd::Token(AclTokenCmd::Revoke { id }) => {
+            let t = client.revoke_token(&id).await?;
+            if ctx.json {
+                print_json(&TokenView::from(&t))?;
+            } else {
+                println!("revoked {} ({})", t.id, t.name);
+            }
+        }
+        AclCmd::Whoami => {
+            let me = client.who_am_i().await?;
+            if ctx.json {
+                print_json(&WhoAmIView {
+                    kind: me.kind,
+                    name: me.name,
+                    role: me.role,
+                    token_id: me.token_id,
+                    auth_enabled: me.auth_enabled,
+                })?;
+            } else if !me.auth_enabled {
+                println!(
+                    "authentication is disabled on this master: every caller is an admin ({})",
+                    me.name
+                );
+            } else {
+                println!(
+                    "{} {} (role {}{})",
+                    me.kind,
+                    me.name,
+                    me.role,
+                    token_suffix(&me.token_id)
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token_suffix(id: &str) -> String {
+    if id.is_empty() {
+        String::new()
+    } else {
+        format!(", token {id}")
+    }
+}
+
+/// Prints a new token and its secret (the only time the secret is shown).
+fn print_secret(ctx: &Context, s: &v1::TokenSecret) -> anyhow::Result<()> {
+    let token = s.token.as_ref().map(TokenView::from);
+    if ctx.json {
+        #[derive(Serialize)]
+        struct Created<'a> {
+            token: Option<TokenView>,
+            secret: &'a str,
+        }
+        return print_json(&Created {
+            token,
+            secret: &s.secret,
+        });
+    }
+    if let Some(t) = token {
+        println!("token {} ({}, role {})", t.id, t.name, t.role);
+    }
+    println!("secret: {}", s.secret);
+    eprintln!("Keep the secret now: it is not shown again. Use it with --token or TAURUS_TOKEN.");
+    Ok(())
+}
+
+/// A token as the CLI prints it in JSON (never its secret or hash).
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub agent: String,
+    pub created_at_ms: u64,
+    pub created_by: String,
+    pub expires_at_ms: Option<u64>,
+    pub rate_per_sec: Option<u32>,
+}
+
+impl From<&v1::TokenInfo> for TokenView {
+    fn from(t: &v1::TokenInfo) -> Self {
+        Self {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            role: t.role.clone(),
+            agent: t.agent.clone(),
+            created_at_ms: t.created_at_ms,
+            created_by: t.created_by.clone(),
+            expires_at_ms: (t.expires_at_ms > 0).then_some(t.expires_at_ms),
+            rate_per_sec: (t.rate_per_sec > 0).then_some(t.rate_per_sec),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct WhoAmIView {
+    kind: String,
+    name: String,
+    role: String,
+    token_id: String,
+    auth_enabled: bool,
+}

@@ -60,6 +60,11 @@ struct Cluster {
 impl Cluster {
     /// One master per `(listener, files)`, all members of one cluster.
     fn start(masters: Vec<(TcpListener, TlsFiles)>) -> Cluster {
+        Self::start_with(masters, false)
+    }
+
+    /// Like [`Cluster::start`], with authentication on (`[auth] enabled`) when `auth`.
+    fn start_with(masters: Vec<(TcpListener, TlsFiles)>, auth: bool) -> Cluster {
         let dir = TempDir::new().expect("tempdir");
         let peers: BTreeMap<u64, String> = masters
             .iter()
@@ -80,6 +85,10 @@ impl Cluster {
                 data_dir: cluster.dir.path().join(format!("m{id}")),
                 peers: peers.clone(),
                 tls: Some(files),
+                auth: taurus_master::config::AuthConfig {
+                    enabled: auth,
+                    ..Default::default()
+                },
                 ..MasterConfig::default()
             };
             let (tx, rx) = oneshot::channel::<()>();
@@ -400,4 +409,95 @@ async fn a_node_that_is_not_a_member_cannot_vote_even_with_a_valid_certificate()
         "a refused vote moved the term: {after:?}"
     );
     assert_eq!(after.leader, leader, "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_certificate_acts_only_as_the_agent_it_names() {
+    use taurus_protocol::v1::agent_service_client::AgentServiceClient;
+    let pki = TempDir::new().expect("tempdir");
+    let holders = [
+        (Role::Master, "master-1"),
+        (Role::Client, "alice"),
+        (Role::Agent, "worker-1"),
+    ];
+    let files = generate::write_set(pki.path(), &holders, false).expect("certificates");
+    let cluster = Cluster::start_with(vec![(listener("127.0.0.1").await, files[0].clone())], true);
+    let (alice, worker) = (&files[1], &files[2]);
+    // The first admin token (allowed once, without a token, to a holder of a CA certificate).
+    let admin = eventually("the ACL bootstrapped", || async {
+        Client::with_tls(cluster.addrs.clone(), alice)
+            .ok()?
+            .with_deadline(Duration::from_secs(1))
+            .acl_bootstrap("admin")
+            .await
+            .ok()
+    })
+    .await;
+    assert!(!admin.secret.is_empty());
+
+    let tls = worker.client_config().expect("client tls");
+    let channel = taurus_protocol::tls::endpoint(&cluster.addrs[0], Some(&tls))
+        .expect("endpoint")
+        .connect_lazy();
+    let mut agent = AgentServiceClient::new(channel);
+    let register = |id: &str| v1::RegisterAgentRequest {
+        id: id.into(),
+        resources: Some(v1::Resources {
+            cpu_millis: 1000,
+            memory_mb: 512,
+            disk_mb: 512,
+        }),
+        max_tasks: 2,
+        ..Default::default()
+    };
+    // As itself: its certificate is its identity, no token needed.
+    let me = agent
+        .register_agent(register("worker-1"))
+        .await
+        .expect("an agent registers as the name its certificate carries")
+        .into_inner();
+    // As anyone else: refused, for every agent call.
+    let e = agent
+        .register_agent(register("worker-2"))
+        .await
+        .expect_err("other name");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("worker-1"), "{e:?}");
+    let e = agent
+        .heartbeat(v1::HeartbeatRequest {
+            agent_id: "worker-2".into(),
+            epoch: me.epoch,
+            ..Default::default()
+        })
+        .await
+        .expect_err("heartbeat as another");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let e = agent
+        .report_task_status(v1::ReportTaskStatusRequest {
+            agent_id: "worker-2".into(),
+            reports: vec![v1::TaskStatusReport {
+                task_id: "t".into(),
+                fencing_token: 1,
+                kind: v1::ReportKind::Finished as i32,
+                end: "succeeded".into(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect_err("report as another");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    // An agent certificate is no user: it may not submit.
+    let mut tasks = TaskServiceClient::new(
+        taurus_protocol::tls::endpoint(&cluster.addrs[0], Some(&tls))
+            .expect("endpoint")
+            .connect_lazy(),
+    );
+    let e = tasks
+        .submit_tasks(v1::SubmitTasksRequest {
+            tasks: vec![spec("by-agent")],
+            ..Default::default()
+        })
+        .await
+        .expect_err("agents do not submit");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
 }

@@ -1355,6 +1355,18 @@ impl State {
             self.finished.remove(&(at, id.clone()));
             if let Some(task) = self.tasks.remove(&id) {
                 self.by_state[task.state.index()].remove(&id);
+                // A task that ended before its dependencies may still be listed as their
+                // dependent; once its id is free again, a new task of that id must not inherit
+                // the edge (found by fuzzing: the new task failed with an old dependency).
+                for dep in &task.spec.depends_on {
+                    if let Some(list) = self.dependents.get_mut(dep) {
+                        list.retain(|d| *d != id);
+                        if list.is_empty() {
+                            self.dependents.remove(dep);
+                        }
+                    }
+                }
+                self.dependents.remove(&id);
             }
             purged += 1;
         }

@@ -1339,3 +1339,25 @@ fn purging_forgets_only_finished_tasks_oldest_first_and_survives_snapshots() {
     let r = submit_one(&mut st, 25, vec![spec("t0")]).expect("the id is free again");
     assert!(r[0].created);
 }
+
+#[test]
+fn a_new_task_under_a_purged_id_does_not_inherit_the_old_ones_dependency() {
+    // Found by fuzzing: t2 ended (cancelled) while its dependency t7 was still pending, so t7
+    // still listed it as a dependent. Once t2 was purged and a new, independent t2 submitted,
+    // t7's failure cascaded into the new t2, and a replica restored from a snapshot (which has
+    // no such stale edge) disagreed.
+    let mut st = State::new();
+    submit_one(&mut st, 1, vec![spec("t7"), spec_deps("t2", &["t7"])]).expect("submitted");
+    cancel(&mut st, 2, "t2", "not needed").expect("cancel");
+    assert_eq!(purge(&mut st, 3, u64::MAX, 0, 10), 1, "t2 is forgotten");
+    let fresh = submit_one(&mut st, 4, vec![spec("t2")]).expect("the id is free again");
+    assert!(fresh[0].created);
+    let mut restored = State::from_image(
+        serde_json::from_value(serde_json::to_value(st.image()).expect("encode")).expect("decode"),
+    )
+    .expect("restores");
+    cancel(&mut st, 5, "t7", "gone").expect("cancel");
+    cancel(&mut restored, 5, "t7", "gone").expect("cancel");
+    assert_eq!(task(&st, "t2").state, TaskState::Pending, "{:?}", task(&st, "t2"));
+    assert_eq!(task(&st, "t2"), task(&restored, "t2"));
+}

@@ -500,3 +500,101 @@ async fn an_agent_acts_only_as_itself() {
         .into_inner();
     assert_eq!(ok.results.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_ends_the_streams_its_token_opened() {
+    use taurus_protocol::v1::task_service_client::TaskServiceClient;
+    let c = Cluster::start(None).await;
+    let admin = c.bootstrap().await;
+    let (join_id, join) = c.token(&admin, "w1-join", "agent", "w1", 0).await;
+    let (read_id, read) = c.token(&admin, "watcher", "read", "", 0).await;
+    c.client(Some(&admin))
+        .submit(vec![spec("watched")])
+        .await
+        .expect("submit");
+    // Streams opened on a follower and on the leader alike: open both on every master.
+    let mut assignments = Vec::new();
+    let mut watches = Vec::new();
+    for addr in &c.addrs {
+        let mut agents = AgentServiceClient::new(agent_channel(addr).await);
+        let epoch = agents
+            .register_agent(with_token(register("w1"), Some(&join)))
+            .await
+            .expect("w1 registers")
+            .into_inner()
+            .epoch;
+        let mut stream = agents
+            .watch_assignments(with_token(
+                v1::WatchAssignmentsRequest {
+                    agent_id: "w1".into(),
+                    epoch,
+                },
+                Some(&join),
+            ))
+            .await
+            .expect("watch opens")
+            .into_inner();
+        // Re-registering on the next master makes this stream's epoch stale; only the last one
+        // stays open, which is the one the revoke must end.
+        let first = stream.message().await.expect("first batch");
+        assert!(first.is_some(), "{addr}");
+        assignments.push(stream);
+        let mut tasks = TaskServiceClient::new(agent_channel(addr).await);
+        let mut watch = tasks
+            .watch_task(with_token(
+                v1::WatchTaskRequest { id: "watched".into() },
+                Some(&read),
+            ))
+            .await
+            .expect("watch task opens")
+            .into_inner();
+        assert!(watch.message().await.expect("first event").is_some());
+        watches.push(watch);
+    }
+    let open = assignments.pop().expect("the current stream");
+    let admin_client = c.client(Some(&admin));
+    admin_client
+        .revoke_token(&join_id)
+        .await
+        .expect("revoke join token");
+    admin_client
+        .revoke_token(&read_id)
+        .await
+        .expect("revoke read token");
+    // The next change anywhere in the state wakes the streams; each ends UNAUTHENTICATED.
+    admin_client
+        .submit(vec![spec("poke")])
+        .await
+        .expect("a change to wake the streams");
+    let mut open = open;
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match open.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the assignment stream ends");
+    let status = ended.expect_err("ended by an error");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    for (i, mut w) in watches.into_iter().enumerate() {
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match w.message().await {
+                    Ok(Some(_)) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("the watch ends");
+        let status = ended.expect_err("ended by an error");
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "watch on master {i}: {status:?}"
+        );
+    }
+}

@@ -247,6 +247,7 @@ impl AgentService for AgentApi {
         validate::validate_id(&msg.agent_id).map_err(|r| rejection_status(r.within("agent_id")))?;
         let (tx, rx) = mpsc::channel(64);
         let sm = self.node.sm.clone();
+        let node = self.node.clone();
         let mut applied = sm.subscribe();
         tokio::spawn(async move {
             // What this stream has told the agent to run: task -> token.
@@ -256,6 +257,12 @@ impl AgentService for AgentApi {
             // did not touch this agent cost one lookup, not a walk of its whole set.
             let mut read_at: Option<Option<u64>> = None;
             loop {
+                // A revoke (or expiry) of the join token ends the stream it opened: the agent
+                // gets no more work under it.
+                if let Err(status) = caller.recheck(&node) {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
                 let applied_index = sm.applied_index();
                 let batch = sm.read(|s| {
                     if !epoch_current(s, &msg.agent_id, msg.epoch) {

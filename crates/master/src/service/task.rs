@@ -464,6 +464,7 @@ impl TaskService for TaskApi {
             .ok_or_else(|| Status::not_found(format!("id: no task {id:?}")))?;
         let (tx, rx) = mpsc::channel(16);
         let sm = self.node.sm.clone();
+        let node = self.node.clone();
         tokio::spawn(async move {
             let mut last = first.log_index;
             let mut terminal = is_terminal(&first);
@@ -482,6 +483,11 @@ impl TaskService for TaskApi {
                     },
                     // The caller went away (or the server is stopping): stop watching.
                     _ = tx.closed() => return,
+                }
+                // A revoke (or expiry) of the caller's token ends the stream it opened.
+                if let Err(status) = caller.recheck(&node) {
+                    let _ = tx.send(Err(status)).await;
+                    return;
                 }
                 let Some(task) = sm.read(|s| s.get(&id).map(v1::Task::from)) else {
                     continue;

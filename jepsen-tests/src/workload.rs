@@ -61,6 +61,8 @@ pub struct WorkloadConfig {
     /// Whether clients cancel tasks (the bug-injection proof turns this off, so the tasks the
     /// nemesis strands are rerun rather than cancelled).
     pub cancels: bool,
+    /// TLS files and token of a secured cluster (`--secure`); `None`: plain.
+    pub security: Option<ClientSecurity>,
 }
 
 /// What the workload touched, for the final snapshot.
@@ -143,6 +145,22 @@ pub fn is_definite_failure(e: &ClientError) -> bool {
     )
 }
 
+/// How clients reach a secured cluster (`--secure`): mutual TLS with these files and a bearer
+/// token. `None` in [`connect`]: plain HTTP/2 without credentials.
+#[derive(Clone, Debug)]
+pub struct ClientSecurity {
+    pub tls: taurus_protocol::tls::TlsFiles,
+    pub token: String,
+}
+
+/// A client of `masters`, over TLS with the token when `security` is given.
+pub fn connect(masters: Vec<String>, security: Option<&ClientSecurity>) -> Result<Client, ClientError> {
+    match security {
+        None => Client::new(masters),
+        Some(s) => Client::with_tls(masters, &s.tls)?.with_token(&s.token),
+    }
+}
+
 /// Runs the workload; returns when every worker has passed the time limit and finished its
 /// current operation.
 pub async fn run(cfg: WorkloadConfig, recorder: Arc<Recorder>) -> WorkloadOutcome {
@@ -150,8 +168,8 @@ pub async fn run(cfg: WorkloadConfig, recorder: Arc<Recorder>) -> WorkloadOutcom
         .masters
         .iter()
         .map(|m| {
-            Client::new(vec![m.clone()])
-                .expect("a valid master address")
+            connect(vec![m.clone()], cfg.security.as_ref())
+                .expect("a valid master address and TLS files")
                 .with_deadline(cfg.deadline)
                 .with_attempt_timeout(cfg.deadline)
         })

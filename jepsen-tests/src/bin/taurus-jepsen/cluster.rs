@@ -15,6 +15,8 @@ use anyhow::Context as _;
 use anyhow::bail;
 use taurus_jepsen::net::Grudge;
 use taurus_jepsen::net::Net;
+use taurus_jepsen::workload::ClientSecurity;
+use taurus_protocol::tls::TlsFiles;
 
 /// Port every master listens on (each master has its own address).
 pub const MASTER_PORT: u16 = 7000;
@@ -135,6 +137,65 @@ pub struct Setup {
     pub agent_max_tasks: u32,
     /// Leave the data directories behind.
     pub keep_data: bool,
+    /// Run secured (`--secure`): mutual TLS everywhere and authentication on.
+    pub secure: bool,
+}
+
+/// The certificates of a secured run (`--secure`), made in `<dir>/tls` by one CA: one per
+/// master (its IP as a SAN), one per agent (CN = the agent's id), and the harness's client.
+pub struct Pki {
+    pub masters: Vec<TlsFiles>,
+    pub agents: Vec<TlsFiles>,
+    pub client: TlsFiles,
+}
+
+impl Pki {
+    fn create(dir: &Path, master_ips: &[String], agents: &[String]) -> anyhow::Result<Pki> {
+        use taurus_protocol::tls::generate;
+        std::fs::create_dir_all(dir)?;
+        let ca = generate::ca("taurus-jepsen-ca", 30)?;
+        let (ca_file, _) = generate::write_pair(dir, "ca", &ca, false)?;
+        let leaf = |role: generate::Role, name: &str, sans: &[String]| -> anyhow::Result<TlsFiles> {
+            let pem = generate::leaf(&ca, role, name, sans, 30)?;
+            let (cert_file, key_file) = generate::write_pair(dir, &generate::stem(role, name), &pem, false)?;
+            Ok(TlsFiles {
+                ca_file: ca_file.clone(),
+                cert_file,
+                key_file,
+            })
+        };
+        let masters = master_ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| {
+                leaf(
+                    generate::Role::Master,
+                    &format!("m{}", i + 1),
+                    std::slice::from_ref(ip),
+                )
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let agents = agents
+            .iter()
+            .map(|a| leaf(generate::Role::Agent, a, &[]))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let client = leaf(generate::Role::Client, "jepsen", &[])?;
+        Ok(Pki {
+            masters,
+            agents,
+            client,
+        })
+    }
+}
+
+/// `--tls-ca F --tls-cert F --tls-key F`.
+fn tls_args(cmd: &mut Command, files: &TlsFiles) {
+    cmd.arg("--tls-ca")
+        .arg(&files.ca_file)
+        .arg("--tls-cert")
+        .arg(&files.cert_file)
+        .arg("--tls-key")
+        .arg(&files.key_file);
 }
 
 pub struct Cluster {
@@ -153,6 +214,10 @@ pub struct Cluster {
     pub cut_agents: BTreeSet<usize>,
     /// Leave the sled and work directories behind (`--keep-data`).
     keep_data: bool,
+    /// Certificates of a secured run; `None`: plain and `--insecure`.
+    pub pki: Option<Pki>,
+    /// The harness's credentials once the ACL is bootstrapped (secured runs).
+    pub security: Option<ClientSecurity>,
 }
 
 impl Drop for Cluster {
@@ -182,6 +247,7 @@ impl Cluster {
             agent_env,
             agent_max_tasks,
             keep_data,
+            secure,
         } = setup;
         let names: Vec<String> = (1..=n_masters)
             .map(|i| format!("m{i}"))
@@ -198,9 +264,16 @@ impl Cluster {
                 removed: false,
             })
             .collect();
-        let agents = (0..n_agents)
+        let agents: Vec<Node> = (0..n_agents)
             .map(|a| Node::new(format!("a{}", a + 1), n_masters + a))
             .collect();
+        let pki = if secure {
+            let ips: Vec<String> = (0..n_masters).map(|i| net.hosts[i].ip.to_string()).collect();
+            let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
+            Some(Pki::create(&dir.join("tls"), &ips, &names)?)
+        } else {
+            None
+        };
         let mut c = Cluster {
             taurus,
             dir: dir.to_path_buf(),
@@ -214,6 +287,8 @@ impl Cluster {
             grudge: Grudge::new(),
             cut_agents: BTreeSet::new(),
             keep_data,
+            pki,
+            security: None,
         };
         for i in 0..n_masters {
             write_clock(&c.clock_file(i), 0)?;
@@ -223,6 +298,42 @@ impl Cluster {
             c.start_agent(a)?;
         }
         Ok(c)
+    }
+
+    /// A client of `masters` as the harness: over TLS with its token in a secured run.
+    pub fn client(&self, masters: Vec<String>) -> anyhow::Result<taurus_client::Client> {
+        if self.pki.is_some() && self.security.is_none() {
+            bail!("a secured cluster's client before the ACL was bootstrapped");
+        }
+        Ok(taurus_jepsen::workload::connect(masters, self.security.as_ref())?)
+    }
+
+    /// Secured runs: creates the first admin token (bounded wait for a leader) and keeps it as
+    /// the harness's credentials. Plain runs: nothing.
+    pub async fn bootstrap(cluster: &std::sync::Mutex<Cluster>) -> anyhow::Result<()> {
+        let (addrs, tls) = {
+            let c = cluster.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &c.pki {
+                Some(pki) => (c.master_addrs(), pki.client.clone()),
+                None => return Ok(()),
+            }
+        };
+        let anon = taurus_client::Client::with_tls(addrs, &tls)?
+            .with_token("")?
+            .with_deadline(std::time::Duration::from_secs(2));
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let token = loop {
+            match anon.acl_bootstrap("jepsen").await {
+                Ok(t) => break t.secret,
+                Err(e) if std::time::Instant::now() > give_up => {
+                    bail!("could not bootstrap the ACL within 30 s: {e}")
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        };
+        let mut c = cluster.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.security = Some(ClientSecurity { tls, token });
+        Ok(())
     }
 
     pub fn master_addrs(&self) -> Vec<String> {
@@ -277,10 +388,19 @@ impl Cluster {
         let m = &self.masters[i];
         let mut cmd = self.command(m.node.host, &m.node.name)?;
         cmd.args(["master", "start", "--id", &m.id.to_string()])
-            .args(["--listen", &m.addr])
-            // The test hosts' addresses are not loopback; the suite runs without TLS.
-            .arg("--insecure")
-            .args(["--peers", &peers])
+            .args(["--listen", &m.addr]);
+        match &self.pki {
+            // A node keeps its certificate across wipes and new ids: it names the host.
+            Some(pki) => {
+                tls_args(&mut cmd, &pki.masters[i]);
+                cmd.arg("--auth");
+            }
+            // The test hosts' addresses are not loopback: a plain run must say --insecure.
+            None => {
+                cmd.arg("--insecure");
+            }
+        }
+        cmd.args(["--peers", &peers])
             .arg("--data-dir")
             .arg(self.data_dir(i))
             .arg("--config")
@@ -319,8 +439,13 @@ impl Cluster {
             .arg(self.dir.join(&node.name))
             .arg("--config")
             .arg(self.dir.join("agent.toml"))
-            .args(["--max-tasks", &self.agent_max_tasks.to_string()])
-            .arg("--insecure");
+            .args(["--max-tasks", &self.agent_max_tasks.to_string()]);
+        match &self.pki {
+            Some(pki) => tls_args(&mut cmd, &pki.agents[a]),
+            None => {
+                cmd.arg("--insecure");
+            }
+        }
         cmd.envs(self.agent_env.iter().map(|(k, v)| (k, v)));
         let child = cmd.spawn().context("starting an agent")?;
         self.agents[a].child = Some(child);

@@ -93,6 +93,11 @@ struct Args {
     /// Keep the masters' sled directories and the agents' work directories after the run.
     #[arg(long)]
     keep_data: bool,
+    /// Run the cluster secured: mutual TLS on every channel (a CA and certificates made for
+    /// the run in <results>/tls) and authentication on (the harness bootstraps the ACL and
+    /// uses the admin token; agents authenticate with their certificates).
+    #[arg(long)]
+    secure: bool,
     /// Longest wait after healing for every task to become terminal.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     quiet_limit: Duration,
@@ -311,6 +316,7 @@ async fn run(args: Args, dir: PathBuf) -> anyhow::Result<Valid> {
         agent_env,
         agent_max_tasks: args.agent_max_tasks,
         keep_data: args.keep_data,
+        secure: args.secure,
     };
     let cluster = Arc::new(Mutex::new(Cluster::start(setup, &dir)?));
     {
@@ -332,8 +338,18 @@ async fn run_on(
     faults: &[nemesis::Fault],
     cluster: &Shared<Cluster>,
 ) -> anyhow::Result<Valid> {
+    Cluster::bootstrap(cluster).await?;
+    if args.secure {
+        println!(
+            "security: mutual TLS on every channel and authentication on (certificates in {}; \
+             the harness uses a bootstrapped admin token, agents their certificates)",
+            dir.join("tls").display()
+        );
+    }
     let addrs = lock(cluster).master_addrs();
-    let admin = Client::new(addrs.clone())?.with_deadline(Duration::from_secs(5));
+    let admin = lock(cluster)
+        .client(addrs.clone())?
+        .with_deadline(Duration::from_secs(5));
     wait_ready(&admin, args.agents, cluster).await?;
 
     let rec = Arc::new(Recorder::new());
@@ -350,6 +366,8 @@ async fn run_on(
         args.partition_hold,
     ));
     let nem = tokio::spawn(nemesis::run(ctx.clone(), args.concurrency, args.seed, stop_at));
+    // Read here: a guard in the call below would hold the cluster for the whole workload.
+    let security = lock(cluster).security.clone();
     let outcome = workload::run(
         workload::WorkloadConfig {
             masters: addrs,
@@ -360,6 +378,7 @@ async fn run_on(
             deadline: Duration::from_secs(2),
             task_duration: args.task_duration,
             cancels: !args.no_cancel,
+            security,
         },
         rec.clone(),
     )

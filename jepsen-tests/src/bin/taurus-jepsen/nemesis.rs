@@ -727,7 +727,9 @@ async fn corrupt(ctx: &Ctx, target: usize, rng: &mut StdRng) -> anyhow::Result<(
     lock(&ctx.cluster).start_master(target)?;
     // Started and serving, or exited: whichever comes first (bounded).
     let addr = lock(&ctx.cluster).masters[target].addr.clone();
-    let probe = Client::new(vec![addr])?.with_deadline(Duration::from_millis(500));
+    let probe = lock(&ctx.cluster)
+        .client(vec![addr])?
+        .with_deadline(Duration::from_millis(500));
     let give_up = Instant::now() + Duration::from_secs(10);
     let mut exited = None;
     loop {

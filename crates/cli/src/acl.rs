@@ -46,7 +46,7 @@ pub async fn run(cmd: AclCmd, ctx: &Context) -> anyhow::Result<ExitCode> {
                     "ROLE",
                     "AGENT",
                     "CREATED BY",
-                    "EXPIRES AT MS",
+                    "EXPIRES (UTC)",
                     "RATE/S",
                 ]);
                 for v in &views {
@@ -56,7 +56,7 @@ pub async fn run(cmd: AclCmd, ctx: &Context) -> anyhow::Result<ExitCode> {
                         v.role.clone(),
                         or_dash(&v.agent).to_string(),
                         v.created_by.clone(),
-                        v.expires_at_ms.map_or("-".into(), |e| e.to_string()),
+                        v.expires_at_ms.map_or("-".into(), expiry),
                         v.rate_per_sec.map_or("-".into(), |r| r.to_string()),
                     ]);
                 }
@@ -165,4 +165,10 @@ struct WhoAmIView {
     role: String,
     token_id: String,
     auth_enabled: bool,
+}
+
+/// A token's expiry for people: RFC 3339 in UTC, to the second.
+fn expiry(ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(at).to_string()
 }

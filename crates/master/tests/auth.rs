@@ -512,32 +512,39 @@ async fn a_revoke_ends_the_streams_its_token_opened() {
         .submit(vec![spec("watched")])
         .await
         .expect("submit");
-    // Streams opened on a follower and on the leader alike: open both on every master.
+    // Streams opened on a follower and on the leader alike: open both on every master. One
+    // registration; every master's stream serves that epoch once the master has applied it (a
+    // master that has not yet applies it answers "re-register" and ends the stream: retried).
+    let mut agents0 = AgentServiceClient::new(agent_channel(&c.addrs[0]).await);
+    let epoch = agents0
+        .register_agent(with_token(register("w1"), Some(&join)))
+        .await
+        .expect("w1 registers")
+        .into_inner()
+        .epoch;
     let mut assignments = Vec::new();
     let mut watches = Vec::new();
     for addr in &c.addrs {
-        let mut agents = AgentServiceClient::new(agent_channel(addr).await);
-        let epoch = agents
-            .register_agent(with_token(register("w1"), Some(&join)))
-            .await
-            .expect("w1 registers")
-            .into_inner()
-            .epoch;
-        let mut stream = agents
-            .watch_assignments(with_token(
-                v1::WatchAssignmentsRequest {
-                    agent_id: "w1".into(),
-                    epoch,
-                },
-                Some(&join),
-            ))
-            .await
-            .expect("watch opens")
-            .into_inner();
-        // Re-registering on the next master makes this stream's epoch stale; only the last one
-        // stays open, which is the one the revoke must end.
-        let first = stream.message().await.expect("first batch");
-        assert!(first.is_some(), "{addr}");
+        let stream = eventually(&format!("an assignment stream on {addr}"), || {
+            let join = join.clone();
+            async move {
+                let mut agents = AgentServiceClient::new(agent_channel(addr).await);
+                let mut stream = agents
+                    .watch_assignments(with_token(
+                        v1::WatchAssignmentsRequest {
+                            agent_id: "w1".into(),
+                            epoch,
+                        },
+                        Some(&join),
+                    ))
+                    .await
+                    .ok()?
+                    .into_inner();
+                let first = stream.message().await.ok()??;
+                (!first.reregister).then_some(stream)
+            }
+        })
+        .await;
         assignments.push(stream);
         let mut tasks = TaskServiceClient::new(agent_channel(addr).await);
         let mut watch = tasks
@@ -551,7 +558,6 @@ async fn a_revoke_ends_the_streams_its_token_opened() {
         assert!(watch.message().await.expect("first event").is_some());
         watches.push(watch);
     }
-    let open = assignments.pop().expect("the current stream");
     let admin_client = c.client(Some(&admin));
     admin_client
         .revoke_token(&join_id)
@@ -566,19 +572,24 @@ async fn a_revoke_ends_the_streams_its_token_opened() {
         .submit(vec![spec("poke")])
         .await
         .expect("a change to wake the streams");
-    let mut open = open;
-    let ended = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match open.message().await {
-                Ok(Some(_)) => continue,
-                other => return other,
+    for (i, mut open) in assignments.into_iter().enumerate() {
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match open.message().await {
+                    Ok(Some(_)) => continue,
+                    other => return other,
+                }
             }
-        }
-    })
-    .await
-    .expect("the assignment stream ends");
-    let status = ended.expect_err("ended by an error");
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        })
+        .await
+        .expect("the assignment stream ends");
+        let status = ended.expect_err("ended by an error, not a clean end");
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "stream on master {i}: {status:?}"
+        );
+    }
     for (i, mut w) in watches.into_iter().enumerate() {
         let ended = tokio::time::timeout(Duration::from_secs(20), async {
             loop {

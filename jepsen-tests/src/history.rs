@@ -128,6 +128,9 @@ pub struct CancelValue {
     /// On an `ok`: the task's state after the cancel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<TaskState>,
+    /// On an `ok`: the log index of the task's last change (diagnosis only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_index: Option<u64>,
 }
 
 /// Value of `f = "read"`: the states of some tasks.
@@ -138,6 +141,12 @@ pub struct ReadValue {
     /// the map was not observed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub states: BTreeMap<TaskId, Option<TaskState>>,
+    /// On an `ok`: the master that answered and the log index it had applied (diagnosis only:
+    /// a stale answer shows up as an applied index below an earlier write's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_index: Option<u64>,
 }
 
 /// The typed `f` + `value` of an event.

@@ -49,6 +49,8 @@ pub fn read(id: &str) -> OpValue {
     OpValue::Read(ReadValue {
         ids: vec![id.to_string()],
         states: BTreeMap::new(),
+        served_by: None,
+        applied_index: None,
     })
 }
 
@@ -56,6 +58,8 @@ pub fn read_ok(id: &str, state: Option<TaskState>) -> OpValue {
     OpValue::Read(ReadValue {
         ids: vec![id.to_string()],
         states: [(id.to_string(), state)].into_iter().collect(),
+        served_by: None,
+        applied_index: None,
     })
 }
 
@@ -64,6 +68,7 @@ pub fn cancel(id: &str) -> OpValue {
         id: id.to_string(),
         cancelled: None,
         state: None,
+        log_index: None,
     })
 }
 
@@ -72,6 +77,7 @@ pub fn cancel_ok(id: &str, cancelled: bool, state: TaskState) -> OpValue {
         id: id.to_string(),
         cancelled: Some(cancelled),
         state: Some(state),
+        log_index: None,
     })
 }
 

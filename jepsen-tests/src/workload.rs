@@ -337,6 +337,8 @@ impl Worker {
         let invoke = ReadValue {
             ids: vec![id.clone()],
             states: BTreeMap::new(),
+            served_by: None,
+            applied_index: None,
         };
         self.recorder
             .record(self.process, EventType::Invoke, OpValue::Read(invoke.clone()));
@@ -350,6 +352,8 @@ impl Worker {
                 };
                 let mut done = invoke;
                 done.states.insert(id, Some(state));
+                done.served_by = resp.read.as_ref().map(|r| r.served_by);
+                done.applied_index = resp.read.as_ref().map(|r| r.applied_index);
                 self.complete(EventType::Ok, OpValue::Read(done));
             }
             Err(e) if e.code() == Some(Code::NotFound) && matches!(e, ClientError::Rejected { .. }) => {
@@ -370,6 +374,7 @@ impl Worker {
             id: id.clone(),
             cancelled: None,
             state: None,
+            log_index: None,
         };
         self.recorder
             .record(self.process, EventType::Invoke, OpValue::Cancel(invoke.clone()));
@@ -380,6 +385,7 @@ impl Worker {
                     id,
                     cancelled: Some(resp.cancelled),
                     state: task_state(resp.state),
+                    log_index: Some(resp.log_index),
                 };
                 self.complete(EventType::Ok, OpValue::Cancel(done));
             }

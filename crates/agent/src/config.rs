@@ -16,7 +16,7 @@
 //! pool = "batch"
 //! heartbeat_interval = "1s"
 //! lease_timeout = "6s"            # must stay below the masters' agent_ttl
-//! drain_timeout = "0s"            # on shutdown: 0 kills running tasks at once
+//! drain_timeout = "30s"           # on shutdown: running tasks may finish for this long (0: kill at once)
 //! [labels]
 //! zone = "eu-1"
 //! [exec]                          # optional: how tasks run (see `sandbox::ExecConfig`)
@@ -25,9 +25,12 @@
 //! ca_file = "/etc/taurus/ca.crt"
 //! cert_file = "/etc/taurus/agent-worker-7.crt"
 //! key_file = "/etc/taurus/agent-worker-7.key"
+//! [http]                          # optional: /metrics and /healthz (no TLS, no authentication)
+//! listen = "127.0.0.1:9201"
 //! ```
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +42,9 @@ use taurus_protocol::tls::TlsFiles;
 
 use crate::error::AgentError;
 use crate::machine;
+
+/// Default [`AgentConfig::drain_timeout`]: long enough for short tasks to finish on a restart.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The masters' default `agent_ttl`: how long the leader waits without a heartbeat before it
 /// declares an agent down and gives its tasks new attempts.
@@ -117,12 +123,16 @@ pub struct AgentConfig {
     /// attempt stopped or stale, re-registration) always use SIGKILL at once.
     #[serde(with = "duration_str")]
     pub kill_grace: Duration,
-    /// On shutdown, how long running tasks may go on before they are killed. Default 0: kill
-    /// at once.
+    /// On shutdown (SIGTERM, Ctrl-C, or `taurus agent drain --exit` without `--deadline`), how
+    /// long running tasks may go on before they are killed (and reported `killed`). The agent
+    /// tells the masters it is draining first, so it gets no new work meanwhile. 0 kills at
+    /// once. Default 30 s.
     #[serde(with = "duration_str")]
     pub drain_timeout: Duration,
     /// How tasks run: user, `PATH`, limits (`[exec]`; see [`crate::sandbox::ExecConfig`]).
     pub exec: crate::sandbox::ExecConfig,
+    /// Log format and filter (`[log]`: `format = "human" | "json"`, `level = "info"`).
+    pub log: taurus_protocol::trace::LogConfig,
     /// Mutual TLS with the masters (`[tls]` with `ca_file`, `cert_file`, `key_file`: all three
     /// or none). The agent then dials `https://`, trusts only that CA, checks each master's
     /// certificate names the host dialled, and presents its own certificate.
@@ -140,6 +150,18 @@ pub struct AgentConfig {
     /// it is not written into configuration files). Wins over `token_file`.
     #[serde(skip)]
     pub token: Option<String>,
+    /// The HTTP port (`[http]`): Prometheus metrics and health.
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the port serving `/metrics` and `/healthz`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to serve HTTP on, e.g. `127.0.0.1:9201`. Absent (the default): no HTTP port.
+    /// Served without TLS or authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for AgentConfig {
@@ -166,12 +188,14 @@ impl Default for AgentConfig {
             report_flush_timeout: Duration::from_secs(5),
             output_tail_bytes: validate::MAX_OUTPUT_TAIL,
             kill_grace: Duration::from_secs(2),
-            drain_timeout: Duration::ZERO,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             exec: crate::sandbox::ExecConfig::default(),
+            log: taurus_protocol::trace::LogConfig::default(),
             tls: None,
             insecure: false,
             token_file: None,
             token: None,
+            http: HttpConfig::default(),
         }
     }
 }
@@ -194,6 +218,8 @@ pub struct Overrides {
     pub tls_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// `http.listen`.
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// A checked configuration with every default filled in: what [`crate::run`] works from.
@@ -235,6 +261,8 @@ pub struct ResolvedConfig {
     pub insecure_remote: bool,
     /// The join token sent on every call, if any.
     pub token: Option<String>,
+    /// Where to serve `/metrics` and `/healthz`; `None`: nowhere.
+    pub http_listen: Option<SocketAddr>,
 }
 
 impl AgentConfig {
@@ -285,20 +313,10 @@ impl AgentConfig {
         if let Some(v) = o.drain_timeout {
             self.drain_timeout = v;
         }
-        if o.tls_ca.is_some() || o.tls_cert.is_some() || o.tls_key.is_some() {
-            // A key given neither here nor in the file stays empty; `resolve` names it.
-            let mut tls = self.tls.take().unwrap_or_default();
-            if let Some(v) = o.tls_ca {
-                tls.ca_file = v;
-            }
-            if let Some(v) = o.tls_cert {
-                tls.cert_file = v;
-            }
-            if let Some(v) = o.tls_key {
-                tls.key_file = v;
-            }
-            self.tls = Some(tls);
+        if let Some(v) = o.http_listen {
+            self.http.listen = Some(v);
         }
+        self.tls = TlsFiles::overlay(self.tls.take(), o.tls_ca, o.tls_cert, o.tls_key);
         self
     }
 
@@ -490,6 +508,7 @@ impl AgentConfig {
             tls: self.tls.clone(),
             insecure_remote: self.tls.is_none() && !self.masters.iter().all(|m| is_loopback_address(m)),
             token: self.join_token()?,
+            http_listen: self.http.listen,
         })
     }
 }
@@ -619,7 +638,7 @@ mod tests {
         assert_eq!(r.heartbeat_interval, Duration::from_secs(1));
         assert_eq!(r.lease_timeout, Duration::from_secs(6));
         assert_eq!(r.output_tail_bytes, 16 * 1024);
-        assert_eq!(r.drain_timeout, Duration::ZERO);
+        assert_eq!(r.drain_timeout, Duration::from_secs(30));
         assert_eq!(r.rpc_timeout, Duration::from_secs(2));
         assert_eq!(r.supervisor, None, "only `taurus agent start` knows its binary");
         let no_id = AgentConfig {

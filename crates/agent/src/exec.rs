@@ -196,15 +196,19 @@ pub enum StopReason {
     Stopped,
     /// The agent's lease ran out, or its epoch is no longer current. SIGKILL at once.
     Fenced,
-    /// The agent is shutting down (or its drain deadline passed). SIGTERM, then SIGKILL after
-    /// `kill_grace`.
+    /// The agent is shutting down without draining (`drain_timeout` 0). SIGTERM, then SIGKILL
+    /// after `kill_grace`.
     Shutdown,
+    /// The agent drained before shutting down (a signal, or `taurus agent drain --exit`) and
+    /// the drain deadline passed with the attempt still running. SIGTERM, then SIGKILL after
+    /// `kill_grace`.
+    DrainDeadline,
 }
 
 impl StopReason {
     /// Whether the group is SIGKILLed at once (the attempt may already run elsewhere).
     pub fn is_immediate(self) -> bool {
-        !matches!(self, Self::Shutdown)
+        !matches!(self, Self::Shutdown | Self::DrainDeadline)
     }
 
     fn describe(self) -> &'static str {
@@ -212,6 +216,7 @@ impl StopReason {
             Self::Stopped => "the attempt was stopped",
             Self::Fenced => "the agent fenced itself",
             Self::Shutdown => "the agent is shutting down",
+            Self::DrainDeadline => "the agent's drain deadline passed while shutting down",
         }
     }
 }

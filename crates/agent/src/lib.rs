@@ -18,6 +18,8 @@
 //! - `reporter`: batches STARTED/FINISHED reports and retries them until acknowledged.
 //! - `masters`: channels to every master, one-attempt calls, back-off.
 //! - `lease`: the lease and the load average (pure).
+//! - `metrics`, `http`: Prometheus metrics (events counted by the runtime, process and task
+//!   resource use read at scrape time) and the optional HTTP port serving them.
 //!
 //! # Safety argument, in short
 //!
@@ -41,9 +43,11 @@
 mod config;
 mod error;
 mod exec;
+mod http;
 mod lease;
 mod machine;
 mod masters;
+pub mod metrics;
 pub mod pgroup;
 mod reporter;
 mod runtime;
@@ -71,6 +75,7 @@ pub use lease::LoadAverage;
 pub use lease::monotonic_now_ns;
 pub use runtime::run;
 pub use runtime::run_resolved;
+pub use runtime::run_with_http;
 pub use sandbox::ExecConfig;
 pub use sandbox::ExecSettings;
 pub use sandbox::TaskUser;

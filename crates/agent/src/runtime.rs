@@ -30,10 +30,17 @@
 //!
 //! # Shutdown
 //!
-//! When the `shutdown` future completes the agent stops claiming, lets running attempts go on
-//! for `drain_timeout` (0: not at all), kills what is left (SIGTERM, SIGKILL after
-//! `kill_grace`), reports how each attempt ended, and waits up to `report_flush_timeout` for
-//! the reports to be acknowledged. Heartbeats go on meanwhile, so the lease still holds.
+//! When the `shutdown` future completes the agent tells the masters it is draining (so the
+//! scheduler gives it no new work), stops claiming, lets running attempts go on for
+//! `drain_timeout` (0: not at all), kills what is left (SIGTERM, SIGKILL after `kill_grace`;
+//! the attempt is reported `killed` with "the agent's drain deadline passed"), reports how each
+//! attempt ended, and waits up to `report_flush_timeout` for the reports to be acknowledged.
+//! Heartbeats go on meanwhile, so the lease still holds.
+//!
+//! A heartbeat answer with `exit` (an operator ran `taurus agent drain ID --exit`; the masters
+//! have marked the agent draining already) starts the same sequence, with the deadline the
+//! answer gives (or `drain_timeout`), and [`run`] returns `Ok` once it is done, as after a
+//! signal.
 
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -52,6 +59,7 @@ use tracing::Instrument;
 use crate::config::AgentConfig;
 use crate::config::ResolvedConfig;
 use crate::error::AgentError;
+use crate::exec::End;
 use crate::exec::ExecRequest;
 use crate::exec::Executor;
 use crate::exec::KillSwitch;
@@ -63,6 +71,7 @@ use crate::lease::utilisation;
 use crate::masters::Masters;
 use crate::masters::RpcError;
 use crate::masters::backoff;
+use crate::metrics::Metrics;
 use crate::reporter::Acked;
 use crate::reporter::Reporter;
 use crate::reporter::ReporterSettings;
@@ -80,6 +89,8 @@ const DONE_KEEP: Duration = Duration::from_secs(600);
 const DONE_MIN: usize = 4096;
 /// ...but never more than this many.
 const DONE_MAX: usize = 1_000_000;
+/// How long the HTTP port may take to finish its requests at shutdown.
+const HTTP_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs an agent until `shutdown` completes: resolves the configuration, kills what a previous
 /// incarnation left running, registers, and serves assignments. Returns `Ok` after a graceful
@@ -146,9 +157,24 @@ fn warn_about_exec_settings(exec: &crate::sandbox::ExecSettings, executor: &Exec
     }
 }
 
-/// [`run`] for a configuration resolved already.
+/// [`run`] for a configuration resolved already. The HTTP port, if configured
+/// (`http.listen`), is bound here.
 pub async fn run_resolved(
     settings: ResolvedConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let http = match settings.http_listen {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
+    run_with_http(settings, http, shutdown).await
+}
+
+/// [`run_resolved`] with the HTTP port's listener bound already (tests bind port 0 first);
+/// `None`: no HTTP port, whatever `http_listen` says.
+pub async fn run_with_http(
+    settings: ResolvedConfig,
+    http: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let span = tracing::info_span!("agent", agent = %settings.id);
@@ -218,9 +244,29 @@ pub async fn run_resolved(
             "agent starting"
         );
         let unsafe_no_fence = unsafe_no_fence_from_env();
-        let mut runtime = Runtime::new(settings, masters, executor);
+        let metrics = Arc::new(Metrics::new(settings.max_tasks, executor.clone()));
+        let http = http.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(http = %addr, "serving /metrics and /healthz");
+            }
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(crate::http::serve(listener, metrics.clone(), async {
+                let _ = stopped.await;
+            }));
+            (stop, task)
+        });
+        let mut runtime = Runtime::new(settings, masters, executor, metrics);
         runtime.unsafe_no_fence = unsafe_no_fence;
-        runtime.run(shutdown).await
+        let result = runtime.run(shutdown).await;
+        if let Some((stop, mut task)) = http {
+            let _ = stop.send(());
+            match tokio::time::timeout(HTTP_STOP_TIMEOUT, &mut task).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server"),
+                Ok(_) => {}
+                Err(_) => task.abort(),
+            }
+        }
+        result
     }
     .instrument(span)
     .await
@@ -256,6 +302,8 @@ struct Slot {
     token: u64,
     attempt: u32,
     demand: v1::Resources,
+    /// W3C `traceparent` of the task (empty: untraced); the run's span is its child.
+    trace_parent: String,
     /// Identifies one execution, so that the end of a killed-and-forgotten run is ignored.
     run: u64,
     state: SlotState,
@@ -293,10 +341,11 @@ struct Runtime {
     /// [`UNSAFE_NO_FENCE_ENV`] is set: never fence on lease expiry, never tell supervisors the
     /// lease. `false` unless that variable is `1`.
     unsafe_no_fence: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Runtime {
-    fn new(s: ResolvedConfig, masters: Arc<Masters>, exec: Arc<Executor>) -> Self {
+    fn new(s: ResolvedConfig, masters: Arc<Masters>, exec: Arc<Executor>, metrics: Arc<Metrics>) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let acked_tx = events_tx.clone();
         let reporter = Reporter::start(
@@ -332,6 +381,7 @@ impl Runtime {
             shutting_down: false,
             drain_deadline: None,
             unsafe_no_fence: false,
+            metrics,
         }
     }
 
@@ -352,7 +402,10 @@ impl Runtime {
             };
             tokio::select! {
                 biased;
-                () = &mut shutdown, if !self.shutting_down => self.begin_shutdown(),
+                () = &mut shutdown, if !self.shutting_down => {
+                    self.tell_masters_draining();
+                    self.begin_shutdown("signal", self.s.drain_timeout);
+                }
                 () = sleep_until(lease_end), if lease_end.is_some() => self.maybe_fence(),
                 () = sleep_until(self.drain_deadline), if self.drain_deadline.is_some() => self.end_drain(),
                 Some(event) = self.events_rx.recv() => {
@@ -362,6 +415,7 @@ impl Runtime {
                 }
                 _ = heartbeat.tick() => self.maybe_heartbeat(),
             }
+            self.metrics.slots_used.set(self.slots.len() as i64);
         };
         self.stop_feed();
         if let Some(t) = self.register_task.take() {
@@ -493,6 +547,7 @@ impl Runtime {
         }
         self.register_task = None;
         self.epoch = Some(epoch);
+        self.metrics.epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
         self.lease.renew(sent_at, None);
         self.push_lease_deadline();
         tracing::info!(epoch, lost = lost.len(), "registered");
@@ -520,6 +575,8 @@ impl Runtime {
             "epoch no longer current: killing every attempt and registering again"
         );
         self.kill_all(StopReason::Fenced);
+        self.metrics.fenced.inc();
+        self.metrics.epoch.set(0);
         if self.shutting_down {
             self.epoch = None;
             self.lease.clear();
@@ -601,6 +658,7 @@ impl Runtime {
                 token,
                 attempt: a.attempt,
                 demand: spec.resources.unwrap_or_default(),
+                trace_parent: spec.trace_parent,
                 run: 0,
                 state: SlotState::Claiming(request),
             },
@@ -621,14 +679,33 @@ impl Runtime {
         self.next_run += 1;
         slot.run = self.next_run;
         let run = slot.run;
-        let span =
-            tracing::info_span!("attempt", task = %task_id, attempt = slot.attempt, token = slot.token);
+        let span = if slot.trace_parent.is_empty() {
+            tracing::info_span!("attempt", task = %task_id, attempt = slot.attempt, token = slot.token)
+        } else {
+            // A traced task: the run joins the submitter's trace (`taurus_protocol::trace`).
+            let span = tracing::info_span!(
+                "attempt",
+                task = %task_id,
+                attempt = slot.attempt,
+                token = slot.token,
+                otel.kind = "internal",
+                otel.name = "run"
+            );
+            taurus_protocol::trace::set_parent(&span, &slot.trace_parent);
+            span
+        };
         let exec = self.exec.clone();
         let tx = self.events_tx.clone();
         let task_id = task_id.to_string();
+        let metrics = self.metrics.clone();
         let task = async move {
-            tracing::info!("running");
+            tracing::debug!("running");
+            metrics.started.inc();
+            metrics.running.inc();
+            let began = Instant::now();
             let outcome = exec.run(&request, &switch).await;
+            metrics.running.dec();
+            metrics.attempt_ended(&outcome, began.elapsed());
             let _ = tx.send(Event::Finished {
                 task_id,
                 run,
@@ -659,15 +736,21 @@ impl Runtime {
             self.reregister("a task supervisor saw the lease expire");
             return;
         }
-        tracing::info!(
-            task = %task_id,
-            attempt = slot.attempt,
-            token,
-            end = %outcome.end,
-            exit_code = ?outcome.exit_code,
-            error = %outcome.error,
-            "finished"
-        );
+        // Per-task events are DEBUG (thousands a second); an attempt that did not succeed is
+        // worth an INFO line.
+        if outcome.end == End::Succeeded {
+            tracing::debug!(task = %task_id, attempt = slot.attempt, token, "finished");
+        } else {
+            tracing::info!(
+                task = %task_id,
+                attempt = slot.attempt,
+                token,
+                end = %outcome.end,
+                exit_code = ?outcome.exit_code,
+                error = %outcome.error,
+                "finished"
+            );
+        }
         self.slots.remove(&task_id);
         self.done.insert(&task_id, token);
         self.reporter.send(v1::TaskStatusReport {
@@ -856,6 +939,12 @@ impl Runtime {
                         "the leader says it is not current",
                     );
                 }
+                if response.exit {
+                    let deadline = response
+                        .exit_deadline_ms
+                        .map_or(self.s.drain_timeout, Duration::from_millis);
+                    self.exit_requested(deadline);
+                }
             }
             Err(e) => {
                 let left = self
@@ -899,7 +988,60 @@ impl Runtime {
 
     // --- shutdown ----------------------------------------------------------------------------
 
-    fn begin_shutdown(&mut self) {
+    /// The masters ask this agent to drain and exit (`taurus agent drain --exit`): shut down,
+    /// letting running attempts go on for `deadline` (an earlier deadline already set stays).
+    fn exit_requested(&mut self, deadline: Duration) {
+        if !self.shutting_down {
+            tracing::info!(?deadline, "the masters ask this agent to drain and exit");
+            self.begin_shutdown("asked to exit by the masters", deadline);
+            return;
+        }
+        let at = Instant::now() + deadline;
+        if self.drain_deadline.is_some_and(|d| d > at) {
+            tracing::info!(?deadline, "the masters set an earlier drain deadline");
+            self.drain_deadline = Some(at);
+        }
+    }
+
+    /// Tells the masters (in the background, best effort) that this agent is draining, so that
+    /// the scheduler places nothing more on it while it finishes. Without a registration there
+    /// is nothing to drain.
+    fn tell_masters_draining(&self) {
+        if self.epoch.is_none() {
+            return;
+        }
+        let masters = self.masters.clone();
+        let request = v1::SetAgentDrainRequest {
+            id: self.s.id.clone(),
+            drain: true,
+            reason: "the agent is shutting down".to_string(),
+            ..Default::default()
+        };
+        let task = async move {
+            // One try per master, as for heartbeats.
+            let mut last = None;
+            for _ in 0..masters.len() {
+                let req = request.clone();
+                match masters
+                    .call("drain agent", |mut c| async move { c.set_agent_drain(req).await })
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!("the masters know this agent is draining");
+                        return;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            if let Some(e) = last {
+                tracing::warn!(error = %e, "cannot tell the masters this agent is draining");
+            }
+        };
+        tokio::spawn(task.in_current_span());
+    }
+
+    /// Stops taking work and lets running attempts go on for `drain` (zero: kills them now).
+    fn begin_shutdown(&mut self, why: &str, drain: Duration) {
         self.shutting_down = true;
         self.stop_feed();
         if let Some(t) = self.register_task.take() {
@@ -917,12 +1059,12 @@ impl Runtime {
             self.maybe_drop(&task_id, token, "agent shutting down");
         }
         let running = self.slots.len();
-        if self.s.drain_timeout.is_zero() {
-            tracing::info!(running, "shutting down: killing running attempts");
+        if drain.is_zero() {
+            tracing::info!(running, why, "shutting down: killing running attempts");
             self.kill_running(StopReason::Shutdown);
         } else {
-            tracing::info!(running, drain_timeout = ?self.s.drain_timeout, "shutting down: draining");
-            self.drain_deadline = Some(Instant::now() + self.s.drain_timeout);
+            tracing::info!(running, why, ?drain, "shutting down: draining");
+            self.drain_deadline = Some(Instant::now() + drain);
         }
     }
 
@@ -932,7 +1074,7 @@ impl Runtime {
             running = self.slots.len(),
             "drain deadline passed: killing what is left"
         );
-        self.kill_running(StopReason::Shutdown);
+        self.kill_running(StopReason::DrainDeadline);
     }
 
     /// Stops running attempts; they end as `killed` and are reported.

@@ -39,6 +39,10 @@ enum Seen {
     Heartbeat(v1::HeartbeatRequest),
     Report(v1::TaskStatusReport),
     Watch(u64),
+    /// A `SetAgentDrain` call.
+    Drain(v1::SetAgentDrainRequest),
+    /// A heartbeat was answered `exit`.
+    ExitSent,
 }
 
 type BatchTx = mpsc::UnboundedSender<Result<v1::AssignmentBatch, Status>>;
@@ -52,6 +56,8 @@ struct Fake {
     applied: Mutex<HashSet<(String, u64, i32)>>,
     seen: mpsc::UnboundedSender<Seen>,
     watch: Mutex<Option<BatchTx>>,
+    /// `Some(deadline_ms)`: heartbeats are answered "drain and exit" with that deadline.
+    exit: Mutex<Option<Option<u64>>>,
 }
 
 #[tonic::async_trait]
@@ -82,11 +88,17 @@ impl AgentService for Fake {
         let r = request.into_inner();
         let reregister = r.epoch != self.epoch.load(Ordering::SeqCst);
         let _ = self.seen.send(Seen::Heartbeat(r));
+        let exit = *self.exit.lock().expect("lock");
+        if exit.is_some() {
+            let _ = self.seen.send(Seen::ExitSent);
+        }
         Ok(Response::new(v1::HeartbeatResponse {
             reregister,
             stop: vec![],
             leader: 1,
             lease_ms: 0,
+            exit: exit.is_some(),
+            exit_deadline_ms: exit.flatten(),
         }))
     }
 
@@ -168,9 +180,16 @@ impl AgentService for Fake {
 
     async fn set_agent_drain(
         &self,
-        _: Request<v1::SetAgentDrainRequest>,
+        request: Request<v1::SetAgentDrainRequest>,
     ) -> Result<Response<v1::AgentInfo>, Status> {
-        Err(Status::unimplemented("fake"))
+        let r = request.into_inner();
+        let id = r.id.clone();
+        let _ = self.seen.send(Seen::Drain(r));
+        Ok(Response::new(v1::AgentInfo {
+            id,
+            state: v1::AgentState::Draining as i32,
+            ..Default::default()
+        }))
     }
 }
 
@@ -194,6 +213,7 @@ impl Harness {
             applied: Mutex::new(HashSet::new()),
             seen: seen_tx,
             watch: Mutex::new(None),
+            exit: Mutex::new(None),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -509,7 +529,7 @@ async fn told_to_reregister_the_agent_kills_everything_and_registers_again() {
 
 #[tokio::test]
 async fn shutdown_kills_running_attempts_and_reports_them() {
-    let mut h = Harness::start(|_| {}).await;
+    let mut h = Harness::start(|c| c.drain_timeout = Duration::ZERO).await;
     h.assign("t1", 61, &["sh", "-c", "sleep 30 & sleep 30"]);
     h.wait_report("t1", v1::ReportKind::Started).await;
     let pgid = h.running_pgid().await;
@@ -562,4 +582,121 @@ async fn a_second_agent_on_the_same_work_dir_is_refused() {
     let err = second.expect_err("refused");
     assert!(err.to_string().contains("in use by another agent"), "{err}");
     h.shutdown().await;
+}
+
+/// Waits for the agent task to end by itself (no shutdown signal) and returns the harness with
+/// every report seen on the way.
+async fn ends_by_itself(mut h: Harness) -> Harness {
+    let result = tokio::time::timeout(WAIT, &mut h.agent)
+        .await
+        .expect("the agent stops by itself")
+        .expect("joins");
+    assert!(result.is_ok(), "{result:?}");
+    while let Ok(seen) = h.seen.try_recv() {
+        if let Seen::Report(r) = seen {
+            h.reports.push(r);
+        }
+    }
+    h
+}
+
+#[tokio::test]
+async fn a_signal_tells_the_masters_the_agent_is_draining() {
+    let mut h = Harness::start(|c| c.drain_timeout = Duration::from_secs(10)).await;
+    h.assign("t1", 81, &["taurus:sleep", "300"]);
+    h.wait_for(
+        "a heartbeat listing t1",
+        |s| matches!(s, Seen::Heartbeat(hb) if !hb.running.is_empty()),
+    )
+    .await;
+    if let Some(tx) = h.shutdown.take() {
+        let _ = tx.send(());
+    }
+    let Seen::Drain(drain) = h
+        .wait_for("a drain request", |s| matches!(s, Seen::Drain(_)))
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(drain.id, "agent-under-test");
+    assert!(drain.drain && !drain.exit, "{drain:?}");
+    let h = ends_by_itself(h).await;
+    let finished: Vec<_> = h
+        .reports
+        .iter()
+        .filter(|r| r.task_id == "t1" && r.kind == v1::ReportKind::Finished as i32)
+        .collect();
+    assert_eq!(finished.len(), 1, "{:?}", h.reports);
+    assert_eq!(finished[0].end, "succeeded");
+}
+
+#[tokio::test]
+async fn an_exit_request_drains_running_work_takes_no_new_work_and_stops() {
+    // The agent's own drain_timeout would kill at once: the request's deadline wins.
+    let mut h = Harness::start(|c| c.drain_timeout = Duration::ZERO).await;
+    h.assign("t1", 91, &["taurus:sleep", "2000"]);
+    h.wait_for(
+        "a heartbeat listing t1",
+        |s| matches!(s, Seen::Heartbeat(hb) if !hb.running.is_empty()),
+    )
+    .await;
+    *h.fake.exit.lock().expect("lock") = Some(Some(10_000));
+    h.wait_for("an exit answer", |s| matches!(s, Seen::ExitSent))
+        .await;
+    // The heartbeat after the exit answer comes only once the agent has handled it.
+    h.wait_for("a heartbeat after the exit answer", |s| {
+        matches!(s, Seen::Heartbeat(_))
+    })
+    .await;
+    // Work offered now is not taken (the feed is closed; a master would not offer it anyway).
+    if let Some(tx) = h.fake.watch.lock().expect("lock").as_ref() {
+        let _ = tx.send(Ok(v1::AssignmentBatch {
+            assign: vec![v1::Assignment {
+                spec: Some(v1::TaskSpec {
+                    id: "t2".into(),
+                    command: vec!["taurus:noop".into()],
+                    ..Default::default()
+                }),
+                attempt: 1,
+                fencing_token: 92,
+            }],
+            applied_index: h.fake.epoch.load(Ordering::SeqCst),
+            ..Default::default()
+        }));
+    }
+    let h = ends_by_itself(h).await;
+    let t1: Vec<_> = h
+        .reports
+        .iter()
+        .filter(|r| r.task_id == "t1" && r.kind == v1::ReportKind::Finished as i32)
+        .collect();
+    assert_eq!(t1.len(), 1, "{:?}", h.reports);
+    assert_eq!(t1[0].end, "succeeded", "{:?}", t1[0]);
+    assert!(
+        !h.reports.iter().any(|r| r.task_id == "t2"),
+        "a draining agent claimed new work: {:?}",
+        h.reports
+    );
+}
+
+#[tokio::test]
+async fn the_exit_deadline_kills_an_overlong_attempt_with_a_clear_reason() {
+    let mut h = Harness::start(|c| c.drain_timeout = Duration::from_secs(60)).await;
+    h.assign("t1", 101, &["sh", "-c", "sleep 30 & sleep 30"]);
+    h.wait_report("t1", v1::ReportKind::Started).await;
+    let pgid = h.running_pgid().await;
+    *h.fake.exit.lock().expect("lock") = Some(Some(300));
+    let h = ends_by_itself(h).await;
+    assert!(!pgroup::group_has_live_members(pgid));
+    let finished: Vec<_> = h
+        .reports
+        .iter()
+        .filter(|r| r.task_id == "t1" && r.kind == v1::ReportKind::Finished as i32)
+        .collect();
+    assert_eq!(finished.len(), 1, "{:?}", h.reports);
+    assert_eq!(finished[0].end, "killed");
+    assert_eq!(
+        finished[0].error,
+        "killed: the agent's drain deadline passed while shutting down"
+    );
 }

@@ -1,5 +1,7 @@
 //! `taurus acl ...`: bootstrap, tokens and whoami.
 
+use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde::Serialize;
@@ -15,7 +17,14 @@ use crate::output::print_json;
 pub async fn run(cmd: AclCmd, ctx: &Context) -> anyhow::Result<ExitCode> {
     let client = ctx.client()?;
     match cmd {
-        AclCmd::Bootstrap { name } => print_secret(ctx, &client.acl_bootstrap(&name).await?)?,
+        AclCmd::Bootstrap {
+            name,
+            secret_file: None,
+        } => print_secret(ctx, &client.acl_bootstrap(&name).await?)?,
+        AclCmd::Bootstrap {
+            name,
+            secret_file: Some(file),
+        } => bootstrap_into(&client, &name, &file).await?,
         AclCmd::Token(AclTokenCmd::Create {
             name,
             role,
@@ -98,6 +107,68 @@ pub async fn run(cmd: AclCmd, ctx: &Context) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `acl bootstrap --secret-file FILE`: bootstraps unless FILE holds a secret already, and
+/// writes the new secret there (mode 0600, through a temporary file renamed into place).
+async fn bootstrap_into(client: &taurus_client::Client, name: &str, file: &Path) -> anyhow::Result<()> {
+    match std::fs::read_to_string(file) {
+        Ok(text) if !text.trim().is_empty() => {
+            println!(
+                "{} holds a secret already: not bootstrapping again",
+                file.display()
+            );
+            return Ok(());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("--secret-file {}: cannot read: {e}", file.display()),
+    }
+    let created = client.acl_bootstrap(name).await.map_err(|e| {
+        if e.to_string().contains("already bootstrapped") {
+            anyhow::anyhow!(
+                "{e}; --secret-file {} is empty or missing, so the first admin token is elsewhere                  (or lost: see docs/security.md)",
+                file.display()
+            )
+        } else {
+            anyhow::Error::from(e)
+        }
+    })?;
+    let mut tmp = file.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let written =
+        write_private(&tmp, &format!("{}\n", created.secret)).and_then(|()| std::fs::rename(&tmp, file));
+    if let Err(e) = written {
+        // The cluster has its admin token now; print it so that it is not lost.
+        eprintln!("error: cannot write {}: {e}", file.display());
+        print_secret_plain(&created);
+        anyhow::bail!("--secret-file {}: cannot write: {e}", file.display());
+    }
+    let id = created.token.as_ref().map(|t| t.id.as_str()).unwrap_or("?");
+    println!(
+        "bootstrapped access control: admin token {id} ({name}); its secret is in {}",
+        file.display()
+    );
+    Ok(())
+}
+
+/// Writes a new file readable by its owner only (replacing an old one).
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+fn print_secret_plain(s: &v1::TokenSecret) {
+    println!("secret: {}", s.secret);
 }
 
 fn token_suffix(id: &str) -> String {

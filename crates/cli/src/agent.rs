@@ -23,7 +23,13 @@ pub async fn run(cmd: AgentCmd, ctx: &Context) -> anyhow::Result<ExitCode> {
         AgentCmd::Start(args) => crate::agent_start::run(args, ctx).await,
         AgentCmd::List { stale } => list(stale, ctx).await,
         AgentCmd::Show { id, stale } => show(&id, stale, ctx).await,
-        AgentCmd::Drain { id, reason } => set_drain(&id, true, &reason, ctx).await,
+        AgentCmd::Drain {
+            id,
+            reason,
+            exit: true,
+            deadline,
+        } => drain_and_exit(&id, deadline, &reason, ctx).await,
+        AgentCmd::Drain { id, reason, .. } => set_drain(&id, true, &reason, ctx).await,
         AgentCmd::Undrain { id } => set_drain(&id, false, "", ctx).await,
         // `main` runs `taurus agent supervise -- ...` before anything else; this is the same
         // command reached with global flags in front.
@@ -63,6 +69,10 @@ pub struct AgentView {
     pub updated_at_ms: u64,
     /// The tasks it holds (`agent show` only; empty in `agent list`).
     pub task_ids: Vec<String>,
+    /// Asked to exit once drained (`agent drain --exit`).
+    pub exit_requested: bool,
+    /// When its running tasks get killed, if it is exiting with a deadline of its own.
+    pub exit_deadline_at_ms: Option<u64>,
 }
 
 fn resources_view(r: Option<&v1::Resources>) -> ResourcesView {
@@ -92,6 +102,8 @@ impl From<&v1::AgentInfo> for AgentView {
             registered_at_ms: a.registered_at_ms,
             updated_at_ms: a.updated_at_ms,
             task_ids: a.task_ids.clone(),
+            exit_requested: a.exit_requested,
+            exit_deadline_at_ms: a.exit_deadline_at_ms,
         }
     }
 }
@@ -170,6 +182,15 @@ fn print_details(agent: &v1::AgentInfo) {
     let mut rows = Table::new(&["id:", &a.id]);
     let mut add = |k: &str, v: String| rows.row(vec![k.to_string(), v]);
     add("state:", a.state.clone());
+    if a.exit_requested {
+        add(
+            "exit:",
+            match a.exit_deadline_at_ms {
+                Some(at) => format!("once drained; running tasks killed at {}", time_ms(at)),
+                None => "once drained (running tasks get the agent's drain_timeout)".into(),
+            },
+        );
+    }
     add("reason:", or_dash(&a.reason).into());
     add("address:", or_dash(&a.address).into());
     add("pool:", or_dash(&a.pool).into());
@@ -197,6 +218,31 @@ fn print_details(agent: &v1::AgentInfo) {
             println!("  {id}");
         }
     }
+}
+
+async fn drain_and_exit(
+    id: &str,
+    deadline: Option<std::time::Duration>,
+    reason: &str,
+    ctx: &Context,
+) -> anyhow::Result<ExitCode> {
+    let agent = ctx.client()?.drain_agent_and_exit(id, deadline, reason).await?;
+    if ctx.json {
+        print_json(&AgentView::from(&agent))?;
+    } else {
+        let limit = match deadline {
+            Some(d) => format!("for at most {}", humantime::format_duration(d)),
+            None => "for at most its drain_timeout".to_string(),
+        };
+        println!(
+            "agent {} is {}: it takes no new work, lets its running tasks ({} on it) finish {limit}, \
+             and exits (it learns this with its next heartbeat)",
+            agent.id,
+            agent_state_name(agent.state),
+            agent.tasks
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn set_drain(id: &str, drain: bool, reason: &str, ctx: &Context) -> anyhow::Result<ExitCode> {

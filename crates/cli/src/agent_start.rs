@@ -54,6 +54,7 @@ pub fn resolve_config(args: &AgentStartArgs, ctx: &Context) -> anyhow::Result<Ag
         tls_ca: args.tls_ca.clone(),
         tls_cert: args.tls_cert.clone(),
         tls_key: args.tls_key.clone(),
+        http_listen: args.http_listen,
     });
     if let Some(d) = args.heartbeat_interval {
         config.heartbeat_interval = d;
@@ -93,7 +94,13 @@ pub async fn run(args: AgentStartArgs, ctx: &Context) -> anyhow::Result<ExitCode
             .map_err(|e| anyhow::anyhow!("agent configuration: tls.{e}"))?;
     }
     resolved.supervisor = Some(supervisor_program()?);
-    crate::master::init_logging(args.log_format)?;
+    let log = crate::logging::LogSettings::resolve(
+        args.log_format,
+        args.log_level.as_deref(),
+        std::env::var("RUST_LOG").ok().as_deref(),
+        &config.log,
+    );
+    let telemetry = crate::logging::init(&log, crate::logging::AGENT_SERVICE)?;
     tracing::info!(
         id = %resolved.id,
         masters = ?resolved.masters,
@@ -104,8 +111,12 @@ pub async fn run(args: AgentStartArgs, ctx: &Context) -> anyhow::Result<ExitCode
         tls = resolved.tls.is_some(),
         "starting agent"
     );
-    taurus_agent::run_resolved(resolved, crate::master::shutdown_signal()).await?;
-    tracing::info!("agent stopped");
+    let result = taurus_agent::run_resolved(resolved, crate::master::shutdown_signal()).await;
+    if result.is_ok() {
+        tracing::info!("agent stopped");
+    }
+    telemetry.shutdown().await;
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -154,6 +165,25 @@ mod tests {
             .expect("no rpc_timeout needed for a 1.5 s lease");
         assert_eq!(resolved.lease_timeout, Duration::from_millis(1500));
         assert!(resolved.rpc_timeout < resolved.lease_timeout, "{resolved:?}");
+    }
+
+    #[test]
+    fn the_http_port_comes_from_the_flag() {
+        let (args, ctx) = start_args(&[]);
+        let resolved = resolve_config(&args, &ctx)
+            .expect("config")
+            .resolve()
+            .expect("valid");
+        assert_eq!(resolved.http_listen, None, "off by default");
+        let (args, ctx) = start_args(&["--http-listen", "127.0.0.1:9201"]);
+        let resolved = resolve_config(&args, &ctx)
+            .expect("config")
+            .resolve()
+            .expect("valid");
+        assert_eq!(
+            resolved.http_listen,
+            Some("127.0.0.1:9201".parse().expect("addr"))
+        );
     }
 
     #[test]

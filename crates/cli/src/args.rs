@@ -52,6 +52,10 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// A file holding the bearer token (its first line), for where the secret must not be on a
+    /// command line or in the environment (containers, systemd credentials). --token wins.
+    #[arg(long, global = true, env = "TAURUS_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -81,6 +85,25 @@ pub enum Command {
     /// Access control: bootstrap, tokens, whoami.
     #[command(subcommand)]
     Acl(AclCmd),
+    /// Ask one master whether it is serving (gRPC health check). Exit status: 0 serving,
+    /// 1 answered but not serving, 2 no answer.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The master to ask, HOST:PORT (default: the first of --masters). Only this one is asked,
+    /// once, within --timeout.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// The gRPC service to ask about, e.g. taurus.v1.TaskService (default: the server as a
+    /// whole).
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub service: String,
+    /// Ask the HTTP port (--http-listen) of a master or an agent instead: GET /healthz, over
+    /// plain HTTP, must answer 200. Agents have no gRPC port, so this is their health check.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["addr", "service"])]
+    pub http: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +113,10 @@ pub enum AclCmd {
         /// Name of the admin token.
         #[arg(long, default_value = "bootstrap")]
         name: String,
+        /// Write the secret to FILE (mode 0600) instead of printing it. If FILE already holds
+        /// a secret, do nothing and succeed: provisioning may run this at every start.
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
     },
     /// Create, list and revoke tokens (admin).
     #[command(subcommand)]
@@ -114,7 +141,7 @@ pub enum AclTokenCmd {
         /// Lifetime, e.g. 30d or 12h (default: never expires).
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<Duration>,
-        /// Tasks per second it may submit to one master (default: the masters' default).
+        /// Tasks per second it may submit to the cluster, charged on the leader (default: the masters' default).
         #[arg(long)]
         rate: Option<u32>,
     },
@@ -132,6 +159,36 @@ pub enum TlsCmd {
     /// Certificates of masters, agents and clients, signed by the CA.
     #[command(subcommand)]
     Cert(TlsCertCmd),
+    /// Make whatever is missing of a whole cluster's files in one go: the CA (unless DIR has
+    /// one) and a certificate for each --master, --agent and --client NAME. Existing files are
+    /// kept, so provisioning (a compose or Kubernetes init step) may run it at every start.
+    Init(TlsInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TlsInitArgs {
+    /// Directory to write into (created if missing).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// A master's name: also a DNS name it is dialled by (repeatable, or comma-separated).
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub master: Vec<String>,
+    /// An agent's id (repeatable, or comma-separated).
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub agent: Vec<String>,
+    /// A client's name (repeatable, or comma-separated).
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub client: Vec<String>,
+    /// Extra subject alternative names of every master: IP addresses or DNS names (repeatable,
+    /// or comma-separated).
+    #[arg(long, value_name = "IP|DNS", value_delimiter = ',')]
+    pub san: Vec<String>,
+    /// Days the CA is valid, when one is made.
+    #[arg(long, default_value_t = 3650)]
+    pub ca_days: u32,
+    /// Days each new certificate is valid.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +256,19 @@ pub struct TlsCertCreateArgs {
 pub enum MasterCmd {
     /// Run a master until Ctrl-C or SIGTERM. Settings: flags > TAURUS_* env > --config file > defaults.
     Start(MasterStartArgs),
+    /// Seed a NEW, empty data dir from a backup (`taurus cluster snapshot save`), with the new
+    /// cluster's --peers; run it for every master of the new cluster with the same FILE, then
+    /// start them normally. Takes the same settings as `master start` (docs/operations-backup.md).
+    Restore(MasterRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MasterRestoreArgs {
+    /// The backup file to restore.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: PathBuf,
+    #[command(flatten)]
+    pub master: MasterStartArgs,
 }
 
 #[derive(Debug, Args)]
@@ -243,9 +313,17 @@ pub struct MasterStartArgs {
     /// every start.
     #[arg(long, env = "TAURUS_INSECURE")]
     pub insecure: bool,
-    /// Log format (the level comes from RUST_LOG, default info,openraft=warn).
-    #[arg(long, env = "TAURUS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
+    /// Serve /metrics (Prometheus), /healthz and the status page over HTTP on this address
+    /// (http.listen), e.g. 127.0.0.1:9101. Default: no HTTP port. No TLS or authentication.
+    #[arg(long, value_name = "ADDR", env = "TAURUS_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Log format: human or json (log.format; default human).
+    #[arg(long, env = "TAURUS_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// What is logged, a RUST_LOG-style filter such as info or info,taurus_master=debug
+    /// (log.level). Order: this flag, then RUST_LOG, then the file, then info,openraft=warn.
+    #[arg(long, value_name = "FILTER", env = "TAURUS_LOG_LEVEL")]
+    pub log_level: Option<String>,
 }
 
 fn parse_policy(s: &str) -> Result<PolicyKind, String> {
@@ -428,6 +506,14 @@ pub enum AgentCmd {
         /// Why; recorded in the agent.
         #[arg(long, default_value = "")]
         reason: String,
+        /// Also make the agent exit once drained: it lets running tasks finish (up to
+        /// --deadline), kills and reports what is left, and exits 0.
+        #[arg(long)]
+        exit: bool,
+        /// With --exit: how long running tasks may go on, e.g. 5m (at most 7 days). Default:
+        /// the agent's own drain_timeout.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "exit")]
+        deadline: Option<Duration>,
     },
     /// Let a drained agent take new work again.
     Undrain { id: String },
@@ -502,7 +588,8 @@ pub struct AgentStartArgs {
         value_parser = parse_duration
     )]
     pub lease_timeout: Option<Duration>,
-    /// On shutdown, how long running tasks may go on before they are killed, e.g. 30s.
+    /// On shutdown (SIGTERM, Ctrl-C, `agent drain --exit`), how long running tasks may go on
+    /// before they are killed, e.g. 5m; 0s kills at once. Default 30s.
     #[arg(
         long,
         value_name = "DURATION",
@@ -524,20 +611,41 @@ pub struct AgentStartArgs {
     /// outputs and tokens cross the network in clear text. A warning is logged at every start.
     #[arg(long, env = "TAURUS_AGENT_INSECURE")]
     pub insecure: bool,
+    /// Serve /metrics (Prometheus) and /healthz over HTTP on this address (http.listen), e.g.
+    /// 127.0.0.1:9201. Default: no HTTP port. No TLS or authentication.
+    #[arg(long, value_name = "ADDR", env = "TAURUS_AGENT_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
     /// Join token (an agent-role token bound to this agent's id) for masters with
     /// authentication on, when the agent has no certificate. Prefer the environment variable or
     /// token_file in the configuration: command lines are visible to other users.
     #[arg(long, env = "TAURUS_AGENT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Log format (the level comes from RUST_LOG).
-    #[arg(long, env = "TAURUS_AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
+    /// Log format: human or json (log.format; default human).
+    #[arg(long, env = "TAURUS_AGENT_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// What is logged, a RUST_LOG-style filter such as info or info,taurus_agent=debug
+    /// (log.level). Order: this flag, then RUST_LOG, then the file, then info,openraft=warn.
+    #[arg(long, value_name = "FILTER", env = "TAURUS_AGENT_LOG_LEVEL")]
+    pub log_level: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCmd {
-    /// Members, roles, terms and log indexes.
+    /// Members, roles, terms and log indexes, then a utilisation, queue and anomaly summary.
     Status,
+    /// Current anomalies (agents flapping or silent, utilisation persistently too high or too
+    /// low, tasks stuck past their deadline, a growing queue, lagging masters) with suggested
+    /// actions, as the leader sees them. Exit status 0 whatever is found, unless --fail-on.
+    Anomalies {
+        /// Exit with status 1 when an anomaly of at least this severity is present: info,
+        /// warning or critical.
+        #[arg(long, value_name = "SEVERITY", value_parser = ["info", "warning", "critical"])]
+        fail_on: Option<String>,
+        /// The master called answers with its own view instead of the leader's (no heartbeat
+        /// checks; works without a leader).
+        #[arg(long)]
+        local: bool,
+    },
     /// Add a master (as a learner, promoted to voter once it has caught up).
     AddMaster {
         #[arg(long)]
@@ -555,6 +663,28 @@ pub enum ClusterCmd {
     TransferLeader {
         #[arg(long)]
         to: u64,
+    },
+    /// Back up the whole cluster state to a file; check backup files (docs/operations-backup.md).
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// Save a backup of every task, agent and token (hashes only) to FILE (operator role). It
+    /// is written to FILE.tmp, synced and renamed, then checked; prints its log index, size and
+    /// SHA-256. Restore it with `taurus master restore --snapshot FILE`.
+    Save {
+        /// Where to write the backup.
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Verify a backup file (checksum, format, the state loads) and print what it holds.
+    Inspect {
+        /// The backup file.
+        file: PathBuf,
     },
 }
 
@@ -753,7 +883,7 @@ mod tests {
         assert_eq!(a.pool.as_deref(), Some("batch"));
         assert_eq!(a.heartbeat_interval, Some(Duration::from_millis(500)));
         assert_eq!(a.lease_timeout, Some(Duration::from_secs(5)));
-        assert_eq!(a.log_format, LogFormat::Json);
+        assert_eq!(a.log_format, Some(LogFormat::Json));
     }
 
     #[test]

@@ -14,7 +14,12 @@ use crate::output::print_json;
 pub async fn run(cmd: ClusterCmd, ctx: &Context) -> anyhow::Result<ExitCode> {
     let client = ctx.client()?;
     let status = match cmd {
-        ClusterCmd::Status => client.cluster_status().await?,
+        // Backups print their own summary.
+        ClusterCmd::Snapshot(cmd) => return crate::backup::run(cmd, ctx).await,
+        ClusterCmd::Status => return status(&client, ctx).await,
+        ClusterCmd::Anomalies { fail_on, local } => {
+            return crate::monitoring::anomalies(ctx, fail_on.as_deref(), local).await;
+        }
         ClusterCmd::AddMaster { id, addr } => {
             taurus_client::normalize_address(&addr).map_err(|e| anyhow::anyhow!("--addr {addr:?}: {e}"))?;
             client.add_master(id, &addr).await?
@@ -26,6 +31,37 @@ pub async fn run(cmd: ClusterCmd, ctx: &Context) -> anyhow::Result<ExitCode> {
         print_json(&StatusView::from(&status))?;
     } else {
         print_status(&status);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `taurus cluster status`: the members, then the monitoring summary (skipped with a note
+/// on stderr when the report cannot be had, e.g. from a master without `GetMonitoring`).
+async fn status(client: &taurus_client::Client, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let status = client.cluster_status().await?;
+    let monitoring = match client.monitoring(false).await {
+        Ok(r) => Some(crate::monitoring::MonitoringView::from(&r)),
+        Err(e) => {
+            eprintln!("note: no monitoring summary: {e}");
+            None
+        }
+    };
+    if ctx.json {
+        #[derive(Serialize)]
+        struct WithMonitoring {
+            #[serde(flatten)]
+            status: StatusView,
+            monitoring: Option<crate::monitoring::MonitoringView>,
+        }
+        print_json(&WithMonitoring {
+            status: StatusView::from(&status),
+            monitoring,
+        })?;
+    } else {
+        print_status(&status);
+        if let Some(m) = &monitoring {
+            crate::monitoring::print_summary(m);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -45,6 +45,8 @@ struct Proc {
     /// "master 2", "agent-1".
     name: String,
     addr: String,
+    /// `http://HOST:PORT` of its HTTP port (metrics, health, status page).
+    http: String,
     log: PathBuf,
     child: Child,
     exited: bool,
@@ -110,27 +112,32 @@ pub async fn run(args: DevArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
             (temp.path().to_path_buf(), Some(temp))
         }
     };
+    // gRPC ports of the masters, then HTTP ports of the masters and the agents: found at once,
+    // so they are distinct.
+    let mut free = free_ports(usize::from(MASTERS * 2 + AGENTS))?;
+    let http_ports = free.split_off(usize::from(MASTERS));
     let ports = match args.base_port {
         Some(base) => (0..MASTERS)
             .map(|i| base.checked_add(i).filter(|p| *p != 0))
             .collect::<Option<Vec<u16>>>()
             .context("--base-port: ports P..P+2 must be between 1 and 65535")?,
-        None => free_ports(MASTERS as usize)?,
+        None => free,
     };
+    let (master_http, agent_http) = http_ports.split_at(usize::from(MASTERS));
     let tls = DevTls::create(&dir.join("tls"))?;
     println!(
         "made a CA and certificates in {} (one per master and agent, and yours: {})",
         dir.join("tls").display(),
         tls.user.cert_file.display()
     );
-    let mut cluster = DevCluster::start(&dir, &ports, &tls)?;
+    let mut cluster = DevCluster::start(&dir, &ports, master_http, &tls)?;
     let masters: Vec<String> = cluster.masters.iter().map(|m| m.addr.clone()).collect();
     println!(
         "started {} masters (mutual TLS): {}",
         masters.len(),
         masters.join(", ")
     );
-    cluster.start_agents(&dir, &masters, &tls)?;
+    cluster.start_agents(&dir, &masters, agent_http, &tls)?;
     println!(
         "started {} agents: {}",
         cluster.agents.len(),
@@ -141,6 +148,14 @@ pub async fn run(args: DevArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for p in cluster.masters.iter().chain(&cluster.agents) {
+        let page = if p.name.starts_with("master") {
+            format!("status page {}/ ", p.http)
+        } else {
+            String::new()
+        };
+        println!("  {:<9} {page}metrics {}/metrics", p.name, p.http);
+    }
     println!(
         "data and logs: {}{}",
         dir.display(),
@@ -193,7 +208,7 @@ pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
 }
 
 impl DevCluster {
-    fn start(dir: &Path, ports: &[u16], tls: &DevTls) -> anyhow::Result<Self> {
+    fn start(dir: &Path, ports: &[u16], http_ports: &[u16], tls: &DevTls) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the taurus binary")?;
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let peers = addrs
@@ -221,6 +236,8 @@ impl DevCluster {
                     &peers,
                     // Every call needs a token or an agent certificate, as in production.
                     "--auth",
+                    "--http-listen",
+                    &format!("127.0.0.1:{}", http_ports[i]),
                 ])
                 .arg("--data-dir")
                 .arg(dir.join(format!("master-{id}")));
@@ -231,6 +248,7 @@ impl DevCluster {
             masters.push(Proc {
                 name: format!("master {id}"),
                 addr: addr.clone(),
+                http: format!("http://127.0.0.1:{}", http_ports[i]),
                 log,
                 child,
                 exited: false,
@@ -243,7 +261,13 @@ impl DevCluster {
     }
 
     /// Starts the agents, each with its own work directory, pointed at every master.
-    fn start_agents(&mut self, dir: &Path, masters: &[String], tls: &DevTls) -> anyhow::Result<()> {
+    fn start_agents(
+        &mut self,
+        dir: &Path,
+        masters: &[String],
+        http_ports: &[u16],
+        tls: &DevTls,
+    ) -> anyhow::Result<()> {
         let exe = std::env::current_exe().context("cannot find the taurus binary")?;
         for i in 1..=AGENTS {
             let name = format!("agent-{i}");
@@ -254,6 +278,10 @@ impl DevCluster {
             command
                 .args(["--masters", &masters.join(","), "agent", "start", "--id", &name])
                 .args(["--max-tasks", DEV_AGENT_SLOTS])
+                .args([
+                    "--http-listen",
+                    &format!("127.0.0.1:{}", http_ports[usize::from(i) - 1]),
+                ])
                 .arg("--work-dir")
                 .arg(dir.join(&name));
             tls_args(&mut command, &tls.agents[usize::from(i) - 1]);
@@ -263,6 +291,7 @@ impl DevCluster {
             self.agents.push(Proc {
                 name,
                 addr: String::new(),
+                http: format!("http://127.0.0.1:{}", http_ports[usize::from(i) - 1]),
                 log,
                 child,
                 exited: false,

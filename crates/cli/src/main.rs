@@ -10,10 +10,16 @@ mod acl;
 mod agent;
 mod agent_start;
 mod args;
+mod backup;
 mod bench;
 mod cluster;
+#[cfg(test)]
+mod deploy_assets;
 mod dev;
+mod health;
+mod logging;
 mod master;
+mod monitoring;
 mod output;
 mod task;
 mod tls;
@@ -72,6 +78,11 @@ impl Context {
             Some(t) => client.with_token(t)?,
             None => client,
         };
+        // The command's span when traces are exported (see `run`): calls join its trace.
+        let client = match taurus_protocol::trace::of(&tracing::Span::current()) {
+            Some(traceparent) => client.with_trace_parent(&traceparent),
+            None => client,
+        };
         Ok(client.with_deadline(self.timeout))
     }
 }
@@ -109,13 +120,58 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs the command; when `OTEL_*` asks for trace export (see `logging`), every command but
+/// `master start`, `agent start` and `dev` (which set up their own) is one client span, whose
+/// context every call to the cluster carries.
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let server = matches!(
+        cli.command,
+        Command::Master(_) | Command::Dev(_) | Command::Agent(crate::args::AgentCmd::Start(_))
+    );
+    if server || !logging::otel_requested(|k| std::env::var(k).ok()) {
+        return dispatch(cli).await;
+    }
+    let telemetry = logging::init_cli()?;
+    let name = command_name(&cli.command);
+    let span = tracing::info_span!("command", otel.kind = "client", otel.name = name.as_str());
+    let result = tracing::Instrument::instrument(dispatch(cli), span).await;
+    telemetry.shutdown().await;
+    result
+}
+
+/// `taurus task submit` for `Command::Task(TaskCmd::Submit(..))`: the first two variant names
+/// of the command's `Debug` form, in kebab case.
+fn command_name(command: &Command) -> String {
+    let debug = format!("{command:?}");
+    let words: Vec<String> = debug
+        .split('(')
+        .take(2)
+        .map(|part| {
+            let ident: String = part.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            let mut kebab = String::new();
+            for (i, c) in ident.chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    kebab.push('-');
+                }
+                kebab.push(c.to_ascii_lowercase());
+            }
+            kebab
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    format!("taurus {}", words.join(" "))
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let ctx = Context {
         masters: cli.masters,
         timeout: cli.timeout,
         json: cli.json,
         tls: tls_files(cli.ca, cli.cert, cli.key),
-        token: cli.token,
+        token: match cli.token {
+            Some(t) => Some(t),
+            None => read_token_file(cli.token_file.as_deref())?,
+        },
     };
     match cli.command {
         Command::Master(cmd) => master::run(cmd).await,
@@ -126,6 +182,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev(args) => dev::run(args, &ctx).await,
         Command::Tls(cmd) => tls::run(cmd),
         Command::Acl(cmd) => acl::run(cmd, &ctx).await,
+        Command::Health(args) => health::run(args, &ctx).await,
+    }
+}
+
+/// The token in `--token-file` (its first line, trimmed), if given.
+fn read_token_file(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--token-file {}: cannot read: {e}", path.display()))?;
+    match text.lines().next().map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) => Ok(Some(t.to_string())),
+        None => anyhow::bail!(
+            "--token-file {}: empty (no token on its first line)",
+            path.display()
+        ),
     }
 }
 

@@ -1,22 +1,19 @@
 //! `taurus master start`: configuration precedence, logging, signals.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use taurus_master::MasterConfig;
 use taurus_master::config::Overrides;
-use tracing_subscriber::EnvFilter;
 
-use crate::args::LogFormat;
 use crate::args::MasterCmd;
 use crate::args::MasterStartArgs;
-
-const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+use crate::logging;
+use crate::logging::LogSettings;
 
 pub async fn run(cmd: MasterCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         MasterCmd::Start(args) => start(args).await,
+        MasterCmd::Restore(args) => crate::backup::restore(args).await,
     }
 }
 
@@ -35,6 +32,7 @@ pub fn resolve_config(args: MasterStartArgs) -> anyhow::Result<MasterConfig> {
         tls_ca: args.tls_ca,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
+        http_listen: args.http_listen,
     });
     if let Some(policy) = args.policy {
         config.scheduler.policy = policy;
@@ -46,30 +44,23 @@ pub fn resolve_config(args: MasterStartArgs) -> anyhow::Result<MasterConfig> {
     Ok(config)
 }
 
-pub fn init_logging(format: LogFormat) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(s) if !s.trim().is_empty() => EnvFilter::try_new(&s).with_context(|| format!("RUST_LOG={s:?}"))?,
-        _ => EnvFilter::new(DEFAULT_LOG_FILTER),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
-}
-
 async fn start(args: MasterStartArgs) -> anyhow::Result<ExitCode> {
-    let format = args.log_format;
+    let (format, level) = (args.log_format, args.log_level.clone());
     let config = resolve_config(args)?;
+    let log = LogSettings::resolve(
+        format,
+        level.as_deref(),
+        std::env::var("RUST_LOG").ok().as_deref(),
+        &config.log,
+    );
+    // A bad filter is one clear line too.
+    log.env_filter()?;
     if let Some(files) = &config.tls {
         // Unusable TLS files are one clear line, before logging starts.
         files.server_config().map_err(taurus_master::MasterError::from)?;
         files.client_config().map_err(taurus_master::MasterError::from)?;
     }
-    init_logging(format)?;
+    let telemetry = logging::init(&log, logging::MASTER_SERVICE)?;
     tracing::info!(
         id = config.id,
         listen = %config.listen,
@@ -78,10 +69,15 @@ async fn start(args: MasterStartArgs) -> anyhow::Result<ExitCode> {
         peers = ?config.peers,
         policy = %config.scheduler.policy,
         tls = config.tls.is_some(),
+        http = ?config.http.listen,
         "starting master"
     );
-    taurus_master::run(config, shutdown_signal()).await?;
-    tracing::info!("master stopped");
+    let result = taurus_master::run(config, shutdown_signal()).await;
+    if result.is_ok() {
+        tracing::info!("master stopped");
+    }
+    telemetry.shutdown().await;
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -146,6 +142,21 @@ mod tests {
         assert_eq!(c.peers[&3], "127.0.0.1:9002");
         let d = resolve_config(start_args(&[])).unwrap();
         assert_eq!(d, MasterConfig::default());
+    }
+
+    #[test]
+    fn the_http_port_is_off_by_default_and_the_flag_beats_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.toml");
+        std::fs::write(&file, "[http]\nlisten = \"127.0.0.1:9101\"\n").unwrap();
+        let path = file.to_str().unwrap();
+        assert_eq!(resolve_config(start_args(&[])).unwrap().http.listen, None);
+        let from_file = resolve_config(start_args(&["--config", path])).unwrap();
+        assert_eq!(from_file.http.listen, Some("127.0.0.1:9101".parse().unwrap()));
+        let flag =
+            resolve_config(start_args(&["--config", path, "--http-listen", "127.0.0.1:9999"])).unwrap();
+        assert_eq!(flag.http.listen, Some("127.0.0.1:9999".parse().unwrap()));
+        assert!(Cli::try_parse_from(["taurus", "master", "start", "--http-listen", "nowhere"]).is_err());
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub fn spec_from_args(args: SubmitArgs) -> anyhow::Result<v1::TaskSpec> {
             Some(d) if d.as_millis() == 0 => bail!("--deadline: must be at least 1ms"),
             Some(d) => u64::try_from(d.as_millis()).context("--deadline: too long")?,
         },
+        // Filled in by the master from this call's trace context, when traces are exported.
+        trace_parent: String::new(),
     })
 }
 

@@ -57,6 +57,8 @@ pub(crate) struct Inner {
     /// `authorization: Bearer <secret>`, sent on every call when set ([`Client::with_token`],
     /// or `TAURUS_TOKEN` in the environment).
     token: std::sync::RwLock<Option<AsciiMetadataValue>>,
+    /// W3C `traceparent` sent on every call when set ([`Client::with_trace_parent`]).
+    trace_parent: std::sync::RwLock<Option<AsciiMetadataValue>>,
 }
 
 /// The environment variable a token is read from by default.
@@ -65,14 +67,21 @@ pub const TOKEN_ENV: &str = "TAURUS_TOKEN";
 /// The channel every call goes through: a master's channel plus the bearer token.
 pub type AuthChannel = InterceptedService<Channel, TokenInterceptor>;
 
-/// Adds the client's bearer token (if any) to each request.
+/// Adds the client's bearer token and trace context (if any) to each request.
 #[derive(Clone)]
-pub struct TokenInterceptor(Option<AsciiMetadataValue>);
+pub struct TokenInterceptor {
+    token: Option<AsciiMetadataValue>,
+    trace_parent: Option<AsciiMetadataValue>,
+}
 
 impl Interceptor for TokenInterceptor {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(v) = &self.0 {
+        if let Some(v) = &self.token {
             req.metadata_mut().insert("authorization", v.clone());
+        }
+        if let Some(v) = &self.trace_parent {
+            req.metadata_mut()
+                .insert(taurus_protocol::trace::TRACEPARENT_HEADER, v.clone());
         }
         Ok(req)
     }
@@ -188,6 +197,7 @@ impl Client {
                         .filter(|t| !t.trim().is_empty())
                         .and_then(|t| bearer_value(&t).ok()),
                 ),
+                trace_parent: std::sync::RwLock::new(None),
             }),
             deadline: DEFAULT_DEADLINE,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
@@ -216,10 +226,24 @@ impl Client {
         Ok(self)
     }
 
-    /// A master's channel with this client's token attached.
+    /// Sends `traceparent` (W3C trace context) on every call of this client and its clones, so
+    /// the masters' spans, and the runs of tasks submitted through it, join the caller's trace;
+    /// an empty or invalid value sends none.
+    pub fn with_trace_parent(self, traceparent: &str) -> Self {
+        let value = taurus_core::validate::is_trace_parent(traceparent)
+            .then(|| traceparent.parse().ok())
+            .flatten();
+        if let Ok(mut t) = self.inner.trace_parent.write() {
+            *t = value;
+        }
+        self
+    }
+
+    /// A master's channel with this client's token and trace context attached.
     pub(crate) fn authed(&self, channel: Channel) -> AuthChannel {
         let token = self.inner.token.read().ok().and_then(|t| t.clone());
-        InterceptedService::new(channel, TokenInterceptor(token))
+        let trace_parent = self.inner.trace_parent.read().ok().and_then(|t| t.clone());
+        InterceptedService::new(channel, TokenInterceptor { token, trace_parent })
     }
 
     /// Sets the overall deadline of each call, retries included (default 10 s).
@@ -529,6 +553,17 @@ impl Client {
         .await
     }
 
+    /// Utilisation, queue, execution efficiency and anomalies, as the leader sees them (the
+    /// serving master forwards); `local`: as the serving master itself sees them.
+    pub async fn monitoring(&self, local: bool) -> Result<v1::MonitoringReport, ClientError> {
+        self.call("monitoring", |ch| async move {
+            ClusterServiceClient::new(ch)
+                .get_monitoring(v1::MonitoringRequest { local })
+                .await
+        })
+        .await
+    }
+
     /// Adds a master (learner first, voter once caught up). Waits up to the whole deadline on
     /// one master, since catching up takes time.
     pub async fn add_master(&self, id: u64, addr: &str) -> Result<v1::ClusterStatus, ClientError> {
@@ -567,6 +602,20 @@ impl Client {
             })
             .await?;
         Ok(status)
+    }
+
+    /// Opens a backup stream (`SaveSnapshot`) on one master, with the usual retries until it
+    /// answers; returns the stream of the backup file's bytes and that master's address. The
+    /// read barrier before the backup may take a while: the whole deadline is one attempt's.
+    pub async fn save_snapshot(&self) -> Result<(tonic::Streaming<v1::SnapshotChunk>, String), ClientError> {
+        let (stream, idx) = self
+            .call_at("save snapshot", self.deadline, |ch| async move {
+                ClusterServiceClient::new(ch)
+                    .save_snapshot(v1::SaveSnapshotRequest {})
+                    .await
+            })
+            .await?;
+        Ok((stream, self.inner.masters[idx].uri.clone()))
     }
 }
 
@@ -610,8 +659,32 @@ impl Client {
             id: id.to_string(),
             drain,
             reason: reason.to_string(),
+            ..Default::default()
         };
         self.call(if drain { "drain agent" } else { "undrain agent" }, |ch| {
+            let req = req.clone();
+            async move { AgentServiceClient::new(ch).set_agent_drain(req).await }
+        })
+        .await
+    }
+
+    /// Drains an agent and asks it to exit once drained: it takes no new work, lets running
+    /// attempts go on for `deadline` (`None`: its own `drain_timeout`), kills and reports what
+    /// is left, and exits.
+    pub async fn drain_agent_and_exit(
+        &self,
+        id: &str,
+        deadline: Option<std::time::Duration>,
+        reason: &str,
+    ) -> Result<v1::AgentInfo, ClientError> {
+        let req = v1::SetAgentDrainRequest {
+            id: id.to_string(),
+            drain: true,
+            reason: reason.to_string(),
+            exit: true,
+            deadline_ms: deadline.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        };
+        self.call("drain agent and exit", |ch| {
             let req = req.clone();
             async move { AgentServiceClient::new(ch).set_agent_drain(req).await }
         })

@@ -80,6 +80,16 @@ pub enum Command {
         reason: String,
         now_ms: UnixMillis,
     },
+    /// Drains agent `id` (as `SetAgentState` to `Draining`) and asks it to exit once drained:
+    /// the agent learns it from heartbeat answers, lets running attempts go on until
+    /// `now_ms + deadline_ms` (`None`: its own `drain_timeout`), kills what is left, reports,
+    /// and exits. Asking again replaces the deadline; undraining cancels the request.
+    RequestAgentExit {
+        id: AgentId,
+        deadline_ms: Option<u64>,
+        reason: String,
+        now_ms: UnixMillis,
+    },
     /// One scheduling round's placements. Each placement's fencing token is this entry's index.
     /// Placements are checked one by one at apply; a stale one is skipped, never half-applied.
     Assign {
@@ -259,6 +269,15 @@ impl std::fmt::Display for Command {
             Command::SetAgentState {
                 id, state, now_ms, ..
             } => write!(f, "SetAgentState({id}, {state}, now_ms={now_ms})"),
+            Command::RequestAgentExit {
+                id,
+                deadline_ms,
+                now_ms,
+                ..
+            } => write!(
+                f,
+                "RequestAgentExit({id}, deadline_ms={deadline_ms:?}, now_ms={now_ms})"
+            ),
             Command::Assign { placements, now_ms } => {
                 write!(f, "Assign(placements={}, now_ms={now_ms})", placements.len())
             }

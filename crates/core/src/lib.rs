@@ -11,6 +11,7 @@ pub mod acl;
 pub mod command;
 pub mod error;
 pub mod liveness;
+pub mod monitor;
 pub mod retry;
 pub mod schedule;
 pub mod state;

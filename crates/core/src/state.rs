@@ -85,6 +85,7 @@ use crate::types::AgentInfo;
 use crate::types::AgentState;
 use crate::types::Attempt;
 use crate::types::AttemptEnd;
+use crate::types::DrainExit;
 use crate::types::LogIndex;
 use crate::types::Resources;
 use crate::types::Task;
@@ -156,6 +157,20 @@ pub struct StateImage {
     pub acl: AclImage,
 }
 
+/// Why [`State::prepare_restore`] declared an agent down (and its attempts lost).
+pub const RESTORE_REASON: &str = "the cluster was restored from a backup; the agent must register again";
+
+/// What [`State::prepare_restore`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Agents declared down, in id order.
+    pub agents_down: Vec<AgentId>,
+    /// Tasks whose attempt was lost and that will run again, in id order.
+    pub requeued: Vec<TaskId>,
+    /// Tasks whose attempt was lost with no attempt left: failed, in id order.
+    pub failed: Vec<TaskId>,
+}
+
 /// One page of [`State::list`].
 #[derive(Debug)]
 pub struct Page<'a> {
@@ -199,6 +214,13 @@ impl State {
                 reason,
                 now_ms,
             } => Response::AgentState(self.set_agent_state(index, now_ms, &id, epoch, state, reason)),
+            // Drain, and ask the agent to exit once drained.
+            Command::RequestAgentExit {
+                id,
+                deadline_ms,
+                reason,
+                now_ms,
+            } => Response::AgentState(self.request_agent_exit(index, now_ms, &id, deadline_ms, reason)),
             // Each placement is checked and applied on its own, in order.
             Command::Assign { placements, now_ms } => {
                 Response::Assigned(self.assign(index, now_ms, placements))
@@ -304,6 +326,27 @@ impl State {
         self.runnable.len()
     }
 
+    /// The priority of every runnable task, in [`State::runnable`] order, without looking the
+    /// tasks up (for monitoring: queue depth by priority).
+    pub fn runnable_priorities(&self) -> impl Iterator<Item = i32> + '_ {
+        self.runnable.iter().map(|(_, Reverse(p), _, _)| *p)
+    }
+
+    /// The pool and priority of every runnable task, in [`State::runnable`] order (pool by
+    /// pool), without looking the tasks up (for monitoring: the queue by pool and priority).
+    pub fn runnable_pools_priorities(&self) -> impl Iterator<Item = (&str, i32)> + '_ {
+        self.runnable
+            .iter()
+            .map(|(pool, Reverse(p), _, _)| (pool.as_str(), *p))
+    }
+
+    /// Tasks in `state`, in id order, without collecting them (for monitoring).
+    pub fn tasks_in(&self, state: TaskState) -> impl Iterator<Item = &Task> + '_ {
+        self.by_state[state.index()]
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
+    }
+
     /// Number of pending tasks waiting out a back-off.
     pub fn delayed_len(&self) -> usize {
         self.delayed.len()
@@ -340,6 +383,41 @@ impl State {
         let ids: Vec<AgentId> = self.agents.keys().cloned().collect();
         for id in ids {
             self.held_changed.insert(id, index);
+        }
+    }
+
+    /// Prepares a state read from a backup to seed a new cluster (`taurus master restore`):
+    /// every agent that is not down already is declared down, exactly as the leader's
+    /// `SetAgentState down` would do it at log `index` and time `now_ms`. Their assigned and
+    /// running attempts end `Lost`, and each such task is retried (pending again, a new attempt
+    /// later: at-least-once) or, with its attempts spent, fails. Agents must register again;
+    /// finished tasks, pending tasks, tokens and counters are untouched.
+    ///
+    /// Deterministic: every master restored from the same backup, with the same `index` and
+    /// `now_ms` (both taken from the backup's header), ends in the same state.
+    pub fn prepare_restore(&mut self, index: LogIndex, now_ms: UnixMillis) -> Restored {
+        let ids: Vec<AgentId> = self
+            .agents
+            .values()
+            .filter(|a| a.state != AgentState::Down)
+            .map(|a| a.info.id.clone())
+            .collect();
+        let mut lost = Vec::new();
+        for id in &ids {
+            self.applying = index;
+            let reason = RESTORE_REASON.to_string();
+            if let Ok(changed) = self.set_agent_state(index, now_ms, id, None, AgentState::Down, reason) {
+                lost.extend(changed.lost);
+            }
+        }
+        lost.sort();
+        let (requeued, failed) = lost
+            .into_iter()
+            .partition(|id| self.tasks.get(id).is_some_and(|t| !t.state.is_terminal()));
+        Restored {
+            agents_down: ids,
+            requeued,
+            failed,
         }
     }
 
@@ -821,6 +899,7 @@ impl State {
                 used: Resources::default(),
                 tasks: 0,
                 reason: String::new(),
+                exit: None,
             },
         );
         Ok(Registered {
@@ -884,6 +963,10 @@ impl State {
             agent.state = to;
             agent.reason = reason;
             agent.updated_at_ms = now_ms;
+            // Undraining cancels an exit request (if the agent has not acted on it yet).
+            if to == AgentState::Alive {
+                agent.exit = None;
+            }
         }
         Ok(AgentStateChanged {
             id: id.to_string(),
@@ -892,6 +975,48 @@ impl State {
             epoch,
             lost,
         })
+    }
+
+    /// Drains agent `id` and records that it is to exit once drained (see
+    /// [`Command::RequestAgentExit`]). Asking again with another deadline replaces it.
+    fn request_agent_exit(
+        &mut self,
+        index: LogIndex,
+        now_ms: UnixMillis,
+        id: &str,
+        deadline_ms: Option<u64>,
+        reason: String,
+    ) -> Result<AgentStateChanged, Rejection> {
+        if deadline_ms.is_some_and(|d| d > validate::MAX_EXIT_DEADLINE_MS) {
+            return Err(Rejection::invalid(
+                "deadline_ms",
+                format!(
+                    "longer than {} ms (limit max_exit_deadline)",
+                    validate::MAX_EXIT_DEADLINE_MS
+                ),
+            ));
+        }
+        let reason = if reason.is_empty() {
+            "asked to exit once drained".to_string()
+        } else {
+            reason
+        };
+        let drained = self.set_agent_state(index, now_ms, id, None, AgentState::Draining, reason.clone())?;
+        let Some(agent) = self.agents.get_mut(id) else {
+            return Err(Rejection::not_found("id", format!("no agent {id:?}")));
+        };
+        let exit = DrainExit {
+            requested_at_ms: now_ms,
+            deadline_at_ms: deadline_ms.map(|d| now_ms.saturating_add(d)),
+        };
+        // The same deadline asked again changes nothing (a retried request).
+        let changed = drained.changed || agent.exit.is_none_or(|e| e.deadline_at_ms != exit.deadline_at_ms);
+        if changed {
+            agent.exit = Some(exit);
+            agent.reason = reason;
+            agent.updated_at_ms = now_ms;
+        }
+        Ok(AgentStateChanged { changed, ..drained })
     }
 
     /// Takes every task away from agent `agent_id` (see `lose`) and empties its books.
@@ -1384,6 +1509,21 @@ impl State {
     /// How many finished tasks are kept.
     pub fn finished_len(&self) -> usize {
         self.finished.len()
+    }
+
+    /// Finished tasks, the most recently finished first (for monitoring).
+    pub fn recently_finished(&self) -> impl Iterator<Item = &Task> + '_ {
+        self.finished
+            .iter()
+            .rev()
+            .filter_map(|(_, id)| self.tasks.get(id))
+    }
+
+    /// Tasks not yet terminal that have a hard deadline, earliest deadline first, with it.
+    pub fn by_deadline(&self) -> impl Iterator<Item = (UnixMillis, &Task)> + '_ {
+        self.deadlines
+            .iter()
+            .filter_map(|(at, id)| self.tasks.get(id).map(|t| (*at, t)))
     }
 }
 

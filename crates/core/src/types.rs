@@ -75,6 +75,12 @@ pub struct TaskSpec {
     /// `timed_out` whatever its attempts. 0 means none.
     #[serde(default)]
     pub deadline_ms: u64,
+    /// W3C `traceparent` of the trace the task was submitted in (empty: none), so the agent's
+    /// run of it joins that trace. Set by the master from the submit call's trace context when
+    /// the client set none. Not serialized when empty: entries and snapshots of untraced tasks
+    /// are unchanged, and older ones decode.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trace_parent: String,
 }
 
 fn default_backoff_ms() -> u64 {
@@ -103,6 +109,7 @@ impl Default for TaskSpec {
             pool: String::new(),
             constraints: BTreeMap::new(),
             deadline_ms: 0,
+            trace_parent: String::new(),
         }
     }
 }
@@ -399,6 +406,22 @@ pub struct Agent {
     /// Why it is in its state (drain reason, "no heartbeat for 10s", ...).
     #[serde(default)]
     pub reason: String,
+    /// Set (with `Draining`) by [`crate::Command::RequestAgentExit`]: the agent is to finish
+    /// what it runs and exit. Cleared by undraining; a new registration starts without it.
+    /// Missing from snapshots taken before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<DrainExit>,
+}
+
+/// An agent asked to exit once drained (`taurus agent drain --exit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainExit {
+    /// When it was asked (the proposing leader's clock).
+    pub requested_at_ms: UnixMillis,
+    /// Attempts still running then are killed (and reported) at this time; `None`: at the
+    /// agent's own `drain_timeout`.
+    #[serde(default)]
+    pub deadline_at_ms: Option<UnixMillis>,
 }
 
 impl Agent {

@@ -39,6 +39,9 @@ pub const MAX_CPU_MILLIS: u32 = 1024 * 1000;
 pub const MAX_MB: u64 = 1 << 30;
 /// Longest cancel reason, in bytes.
 pub const MAX_REASON_LEN: usize = 1024;
+/// Longest drain deadline an agent can be asked to exit by (`taurus agent drain --exit
+/// --deadline`): 7 days, in milliseconds.
+pub const MAX_EXIT_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Longest retry back-off (first delay, and the cap of its doubling): 1 hour.
 pub const MAX_BACKOFF_MS: u64 = 3600 * 1000;
 /// Longest hard deadline: 30 days.
@@ -176,7 +179,31 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), Rejection> {
             format!("longer than {MAX_DEADLINE_MS} ms, 30 days (limit max_deadline)"),
         ));
     }
+    if !spec.trace_parent.is_empty() && !is_trace_parent(&spec.trace_parent) {
+        return Err(Rejection::invalid(
+            "trace_parent",
+            "not a W3C traceparent (00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, \
+             lowercase, ids not all zero)",
+        ));
+    }
     Ok(())
+}
+
+/// Whether `s` is a version-00 W3C `traceparent`: `00-` 32 hex digits (trace id) `-` 16 hex
+/// digits (parent span id) `-` 2 hex digits (flags), lowercase, neither id all zeros.
+pub fn is_trace_parent(s: &str) -> bool {
+    let b = s.as_bytes();
+    let hex = |r: std::ops::Range<usize>| b[r].iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let zero = |r: std::ops::Range<usize>| b[r].iter().all(|&c| c == b'0');
+    b.len() == 55
+        && b.starts_with(b"00-")
+        && b[35] == b'-'
+        && b[52] == b'-'
+        && hex(3..35)
+        && hex(36..52)
+        && hex(53..55)
+        && !zero(3..35)
+        && !zero(36..52)
 }
 
 /// Checks what an agent declares when it registers. Field names are relative to the

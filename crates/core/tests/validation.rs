@@ -74,6 +74,7 @@ fn spec_at_every_limit_is_valid() {
             .map(|i| (format!("{i:0>256}"), s(MAX_LABEL_LEN, 'c')))
             .collect(),
         deadline_ms: MAX_DEADLINE_MS,
+        trace_parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
     };
     validate_spec(&spec).unwrap();
     // Exactly MAX_COMMAND_BYTES of argv is fine too.
@@ -291,6 +292,30 @@ fn label_rules() {
         "tasks[1].labels[\"team\"]"
     );
     validate_spec(&label("team".into(), String::new())).unwrap();
+}
+
+#[test]
+fn trace_parent_rules() {
+    let with = |tp: &str| TaskSpec {
+        trace_parent: tp.to_string(),
+        ..spec("a")
+    };
+    let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    validate_spec(&with(good)).unwrap();
+    validate_spec(&with("")).unwrap();
+    for bad in [
+        "garbage",
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+    ] {
+        assert_eq!(spec_field(&with(bad)), "trace_parent", "{bad:?}");
+    }
+    assert_eq!(apply_field(with("nope")), "tasks[1].trace_parent");
 }
 
 #[test]

@@ -168,6 +168,12 @@ pub(crate) enum Gen {
         reason: String,
         now_ms: u64,
     },
+    RequestAgentExit {
+        id: String,
+        deadline_ms: Option<u64>,
+        reason: String,
+        now_ms: u64,
+    },
     Assign {
         placements: Vec<Placement>,
         now_ms: u64,
@@ -271,6 +277,12 @@ impl<'a> CommandGen<'a> {
             },
             11..=13 => Gen::Report {
                 reports: (0..1 + self.below(3)).map(|_| self.report(state)).collect(),
+                now_ms,
+            },
+            14 => Gen::RequestAgentExit {
+                id: self.agent_id(),
+                deadline_ms: self.pick(&[None, Some(0), Some(1_000), Some(u64::MAX)]),
+                reason: self.text(),
                 now_ms,
             },
             16 => Gen::PurgeFinished {

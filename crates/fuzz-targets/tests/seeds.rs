@@ -89,6 +89,7 @@ fn spec(id: &str, deps: &[&str]) -> v1::TaskSpec {
         pool: "batch".into(),
         constraints: [("zone".to_string(), "a".to_string())].into_iter().collect(),
         deadline_ms: 3_600_000,
+        trace_parent: String::new(),
     }
 }
 
@@ -175,6 +176,7 @@ fn write_seed_corpus() {
         id: "a0".into(),
         drain: true,
         reason: "maintenance".into(),
+        ..Default::default()
     };
     write(&dir, "drain", &with_kind(10, &drain.encode_to_vec()));
     let batch = v1::AssignmentBatch {

@@ -125,12 +125,12 @@ impl<K: Kind> Coalescer<K> {
     /// Starts the loop on the current runtime. It ends when every handle is dropped.
     pub fn start(raft: Raft, max_items: usize, max_in_flight: usize) -> Self {
         let (tx, rx) = mpsc::channel(16 * 1024);
-        tokio::spawn(run::<K>(
+        tokio::spawn(tracing::Instrument::in_current_span(run::<K>(
             raft,
             rx,
             max_items,
             Arc::new(Semaphore::new(max_in_flight)),
-        ));
+        )));
         Self {
             tx,
             _kind: PhantomData,
@@ -198,10 +198,10 @@ async fn run<K: Kind>(
             }
         }
         let raft = raft.clone();
-        tokio::spawn(async move {
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             propose::<K>(&raft, batch).await;
             drop(permit);
-        });
+        }));
     }
 }
 

@@ -16,6 +16,7 @@ use taurus_core::schedule::PolicyKind;
 use taurus_protocol::tls::TlsFiles;
 
 use crate::error::MasterError;
+pub use taurus_protocol::trace::LogConfig;
 
 /// Everything a master needs to start.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,9 +48,26 @@ pub struct MasterConfig {
     pub tls: Option<TlsFiles>,
     /// Authentication and authorisation (`[auth]`).
     pub auth: AuthConfig,
+    /// Log format and filter (`[log]`: `format = "human" | "json"`, `level = "info"`).
+    pub log: LogConfig,
     /// Allow a non-loopback `listen` address without TLS and authentication. Anyone who can
     /// reach such a port can run commands on every agent; a warning is logged at every start.
     pub insecure: bool,
+    /// The HTTP port (`[http]`): Prometheus metrics, health and the status page.
+    pub http: HttpConfig,
+    /// Monitoring samples and anomaly thresholds (`[monitor]`, see `crate::monitor`).
+    pub monitor: crate::monitor::MonitorConfig,
+}
+
+/// `[http]`: the port serving `/metrics`, `/healthz` and the status page.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to serve HTTP on, e.g. `127.0.0.1:9101`. Absent (the default): no HTTP port.
+    /// Served without TLS or authentication: choose an address only operators and the
+    /// monitoring system can reach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[auth]`: bearer tokens, certificate identities, roles and per-token rate limits.
@@ -59,7 +77,7 @@ pub struct AuthConfig {
     /// Require credentials on every call (tokens; with TLS also certificates). Off by default
     /// for the loopback quick start: every caller is then an admin named `anonymous`.
     pub enabled: bool,
-    /// Tasks per second each token may submit to one master, unless the token sets its own
+    /// Tasks per second each token may submit to the cluster (charged on the leader; reset when leadership moves), unless the token sets its own
     /// `rate_per_sec`. Absent: unlimited.
     pub default_submit_rate: Option<u32>,
 }
@@ -191,7 +209,10 @@ impl Default for MasterConfig {
             limits: Limits::default(),
             tls: None,
             auth: AuthConfig::default(),
+            log: LogConfig::default(),
             insecure: false,
+            http: HttpConfig::default(),
+            monitor: crate::monitor::MonitorConfig::default(),
         }
     }
 }
@@ -229,6 +250,8 @@ pub struct Overrides {
     pub tls_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// `http.listen`.
+    pub http_listen: Option<SocketAddr>,
 }
 
 impl MasterConfig {
@@ -261,20 +284,10 @@ impl MasterConfig {
         if let Some(v) = o.peers {
             self.peers = v;
         }
-        if o.tls_ca.is_some() || o.tls_cert.is_some() || o.tls_key.is_some() {
-            // A key given neither here nor in the file stays empty; `validate` names it.
-            let mut tls = self.tls.take().unwrap_or_default();
-            if let Some(v) = o.tls_ca {
-                tls.ca_file = v;
-            }
-            if let Some(v) = o.tls_cert {
-                tls.cert_file = v;
-            }
-            if let Some(v) = o.tls_key {
-                tls.key_file = v;
-            }
-            self.tls = Some(tls);
+        if let Some(v) = o.http_listen {
+            self.http.listen = Some(v);
         }
+        self.tls = TlsFiles::overlay(self.tls.take(), o.tls_ca, o.tls_cert, o.tls_key);
         self
     }
 
@@ -299,6 +312,7 @@ impl MasterConfig {
                 "tls.{key}: missing (the [tls] section needs ca_file, cert_file and key_file)"
             )));
         }
+        self.monitor.validate()?;
         if self.auth.default_submit_rate == Some(0) {
             return Err(MasterError::Config(
                 "auth.default_submit_rate: must be at least 1 (omit it for no limit)".into(),
@@ -422,7 +436,7 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, MasterError> {
 }
 
 /// `humantime` strings ("50ms", "2s") for durations in TOML.
-mod humantime_serde_compat {
+pub(crate) mod humantime_serde_compat {
     use std::time::Duration;
 
     use serde::Deserialize;

@@ -38,6 +38,8 @@ use taurus_core::types::AgentState;
 use taurus_core::types::Task;
 use taurus_core::types::TaskState;
 
+use tracing::Instrument as _;
+
 use crate::batcher::now_ms;
 use crate::config::SchedulerTuning;
 use crate::node::Node;
@@ -79,6 +81,36 @@ impl LeaderDuties {
                 o.loads.insert(agent.to_string(), l);
             }
         });
+    }
+
+    /// Whether this master currently runs the leader duties (its monitoring reports then
+    /// include heartbeat checks).
+    pub fn leading(&self) -> bool {
+        self.with(|_| ()).is_some()
+    }
+
+    /// For monitoring, while this master leads: per agent in `agents`, milliseconds since it
+    /// was last heard from in this term (or since the election, if later or never heard), and
+    /// the loads agents reported. `None` on a follower.
+    pub fn observations<'a>(
+        &self,
+        agents: impl IntoIterator<Item = &'a str>,
+    ) -> Option<taurus_core::monitor::Observations> {
+        let now = mono_ms();
+        self.with(|o| {
+            let elected = o.liveness.elected_at_ms().unwrap_or(now);
+            let silence = agents
+                .into_iter()
+                .map(|id| {
+                    let heard = o.liveness.last_seen(id).map_or(elected, |at| at.max(elected));
+                    (id.to_string(), now.saturating_sub(heard))
+                })
+                .collect();
+            taurus_core::monitor::Observations {
+                heartbeat_silence_ms: Some(silence),
+                load: o.loads.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            }
+        })
     }
 
     /// An accepted start: `latency_ms` from assignment to the agent's claim.
@@ -124,7 +156,9 @@ pub async fn run(node: Node, tuning: SchedulerTuning, policy: Arc<dyn Policy>) {
                     start_latency_ms: HashMap::new(),
                 });
             }
-            run_term(&node, &tuning, policy.as_ref(), term).await;
+            run_term(&node, &tuning, policy.as_ref(), term)
+                .instrument(tracing::info_span!("leader", term))
+                .await;
             *node
                 .duties
                 .observed
@@ -171,7 +205,10 @@ async fn run_term(node: &Node, tuning: &SchedulerTuning, policy: &dyn Policy, te
         if !still_leads(node, term) {
             return;
         }
-        match round(node, tuning, policy, &mut idle_due).await {
+        let started = Instant::now();
+        let outcome = round(node, tuning, policy, &mut idle_due).await;
+        node.metrics.round_duration.observe_duration(started.elapsed());
+        match outcome {
             Ok(true) => continue,
             Ok(false) => {}
             Err(Stop::LostLeadership) => return,
@@ -239,6 +276,7 @@ async fn round(
         )
         .await?;
         node.duties.with(|o| o.liveness.forget(&id));
+        node.metrics.heartbeat_timeouts.inc();
         proposed = true;
     }
     if proposed {
@@ -293,6 +331,15 @@ async fn round(
         return Ok(false);
     }
     let n = placements.len();
+    // Submission times of the tasks placed for the first time, for the schedule latency.
+    let first_placed: Vec<Option<u64>> = placements
+        .iter()
+        .map(|p| {
+            let t = state.get(&p.task_id)?;
+            (p.move_from.is_none() && t.attempts.is_empty()).then_some(t.submitted_at_ms)
+        })
+        .collect();
+    let traced = assign_spans(&state, &placements);
     match propose(
         node,
         Command::Assign {
@@ -303,7 +350,20 @@ async fn round(
     .await?
     {
         taurus_core::Response::Assigned(results) => {
+            for (i, span) in traced {
+                if let Some(Err(rejection)) = results.get(i) {
+                    span.in_scope(|| tracing::debug!(%rejection, "placement rejected"));
+                }
+            }
             let rejected = results.iter().filter(|r| r.is_err()).count();
+            node.metrics.tasks_placed.inc_by((n - rejected) as u64);
+            node.metrics.schedule_latency.observe_many(
+                results
+                    .iter()
+                    .zip(&first_placed)
+                    .filter_map(|(r, at)| r.as_ref().ok().and(*at))
+                    .map(|at| now.saturating_sub(at) as f64 / 1000.0),
+            );
             if rejected > 0 {
                 tracing::debug!(placed = n - rejected, rejected, "assign round");
             }
@@ -313,6 +373,37 @@ async fn round(
         }
         _ => Ok(false),
     }
+}
+
+/// One `assign` span per placement of a traced task, a child of the task's `trace_parent`, open
+/// while the `Assign` entry commits (see `crate::trace`). Empty, without looking at any task,
+/// when this process exports no traces.
+fn assign_spans(
+    state: &State,
+    placements: &[taurus_core::command::Placement],
+) -> Vec<(usize, tracing::Span)> {
+    if !taurus_protocol::trace::exporting() {
+        return Vec::new();
+    }
+    placements
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let task = state.get(&p.task_id)?;
+            if task.spec.trace_parent.is_empty() {
+                return None;
+            }
+            let span = tracing::info_span!(
+                "assign",
+                task = %p.task_id,
+                attempt = task.attempts.len() + 1,
+                agent = %p.agent_id,
+                otel.kind = "internal"
+            );
+            taurus_protocol::trace::set_parent(&span, &task.spec.trace_parent);
+            Some((i, span))
+        })
+        .collect()
 }
 
 /// The policy's view, or `None` when nothing could be placed (no runnable work or no room).

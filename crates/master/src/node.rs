@@ -33,6 +33,7 @@ use taurus_store::network::MAX_MESSAGE_BYTES;
 use taurus_store::network::NetworkFactory;
 use taurus_store::network::RaftServer;
 use tokio::net::TcpListener;
+use tracing::Instrument as _;
 
 use crate::batcher::Batcher;
 use crate::batcher::ReportBatcher;
@@ -94,6 +95,12 @@ pub struct Node {
     pub unsafe_stale_reads: bool,
     /// Bug injection ([`UNSAFE_ACK_BEFORE_COMMIT_ENV`]): submits are answered before commit.
     pub unsafe_ack_before_commit: bool,
+    /// Prometheus counters and histograms (`/metrics` on the HTTP port).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Monitoring history and thresholds (`crate::monitor`).
+    pub monitor: crate::monitor::Monitor,
+    /// Given when this master stops: long-lived response streams end (`crate::lifecycle`).
+    pub stopping: crate::lifecycle::Stopping,
 }
 
 /// Where a write should be handled.
@@ -147,10 +154,17 @@ impl Node {
         }
         // One metrics snapshot decides, as for writes (`route`).
         let read_index = match self.route() {
-            Route::Local => match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-                Ok(r) => r.log_id().index,
-                Err(e) => return Err(ReadError::NoLeader(format!("leadership not confirmed: {e}"))),
-            },
+            Route::Local => {
+                // The leader's own log end bounds the read from below too: a leader restored
+                // after a crash (same term) may restore a commit index older than writes it had
+                // already acknowledged (the commit index is made durable lazily), and openraft's
+                // read index would then miss them (see `leader_read_index`).
+                let log_end = self.metrics().last_log_index.unwrap_or(0);
+                match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                    Ok(r) => taurus_store::network::leader_read_index(r.log_id().index, log_end),
+                    Err(e) => return Err(ReadError::NoLeader(format!("leadership not confirmed: {e}"))),
+                }
+            }
             Route::NoLeader => return Err(ReadError::NoLeader("no leader elected yet".into())),
             Route::Forward(leader) => {
                 let ch = self.channels.get(&leader.addr).map_err(ReadError::NoLeader)?;
@@ -243,10 +257,42 @@ pub async fn run(config: MasterConfig, shutdown: impl Future<Output = ()> + Send
 }
 
 /// Like [`run`], on an already-bound listener (tests bind port 0 first) and with the given
-/// peer channels (tests keep a clone to inject partitions).
+/// peer channels (tests keep a clone to inject partitions). The HTTP port, if configured
+/// (`http.listen`), is bound here.
 pub async fn run_with_listener(
     config: MasterConfig,
     listener: TcpListener,
+    channels: Channels,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), MasterError> {
+    config.validate()?;
+    let http = match config.http.listen {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
+    run_with_listeners(config, listener, http, channels, shutdown).await
+}
+
+/// Like [`run_with_listener`], with the HTTP port's listener bound already too (`None`: no
+/// HTTP port, whatever `http.listen` says).
+pub async fn run_with_listeners(
+    config: MasterConfig,
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    channels: Channels,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), MasterError> {
+    // Everything this master logs carries its id (see `crate::trace`).
+    let span = tracing::info_span!("master", node = config.id);
+    serve(config, listener, http, channels, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn serve(
+    config: MasterConfig,
+    listener: TcpListener,
+    http: Option<TcpListener>,
     channels: Channels,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), MasterError> {
@@ -322,6 +368,7 @@ pub async fn run_with_listener(
     .map_err(|e| MasterError::Raft(e.to_string()))?;
     let batcher = Batcher::start(raft.clone(), config.batch.max_tasks, config.batch.max_in_flight);
     let reports = ReportBatcher::start(raft.clone(), config.batch.max_tasks, config.batch.max_in_flight);
+    let (stop_streams, stopping) = crate::lifecycle::Stopping::new();
     let node = Node {
         id: config.id,
         raft: raft.clone(),
@@ -340,15 +387,24 @@ pub async fn run_with_listener(
         )),
         unsafe_stale_reads,
         unsafe_ack_before_commit,
+        metrics: Arc::new(crate::metrics::Metrics::new(&config.data_dir)),
+        monitor: crate::monitor::Monitor::new(&config.monitor),
+        stopping: stopping.clone(),
     };
     let addr = listener
         .local_addr()
         .map_err(|e| MasterError::Serve(e.to_string()))?;
     tracing::info!(id = config.id, %addr, data_dir = %config.data_dir.display(), "master starting");
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<TaskServiceServer<TaskApi>>().await;
-    let mut builder = tonic::transport::Server::builder();
+    // Health and reflection (see `lifecycle`): every public service serving; the leader-only
+    // name follows Raft's metrics.
+    let health_reporter = tonic_health::server::HealthReporter::new();
+    let health_service = crate::lifecycle::health_service(&health_reporter, stopping);
+    crate::lifecycle::set_server_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
+    let leadership = crate::lifecycle::watch_leadership(raft.clone(), config.id, health_reporter.clone());
+    let (reflection_v1, reflection_v1alpha) = crate::lifecycle::reflection()?;
+    let (stop_serving_tx, stop_serving_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut builder = tonic::transport::Server::builder().trace_fn(crate::trace::rpc_span(config.id));
     if let Some(tls) = server_tls {
         builder = builder
             .tls_config(tls)
@@ -357,6 +413,8 @@ pub async fn run_with_listener(
     let server = builder
         .tcp_nodelay(true)
         .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             RaftServiceServer::new(
                 RaftServer::new(config.id, raft.clone()).require_master_cert(config.tls.is_some()),
@@ -376,25 +434,116 @@ pub async fn run_with_listener(
         )
         // Nagle off on accepted sockets too: the builder's `tcp_nodelay` only applies when tonic
         // binds the listener itself, and small replies would otherwise wait ~40ms for delayed ACKs.
+        // The server stops only after the shutdown sequence below (health down, leadership
+        // handed over), so peers can still reach this master's Raft service meanwhile.
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
+            async {
+                let _ = stop_serving_rx.await;
+            },
         );
 
-    let formation = tokio::spawn(form_cluster_once(node.clone(), config.peers.clone()));
-    let duties = tokio::spawn(crate::leader::run(
+    let formation = tokio::spawn(form_cluster_once(node.clone(), config.peers.clone()).in_current_span());
+    let raft_metrics = tokio::spawn(crate::metrics::follow_raft(node.clone()));
+    let sampler = tokio::spawn(crate::monitor::run(node.clone()));
+    let (http_stop, http) = spawn_http(http, &node)?;
+    let duties = tokio::spawn(tracing::Instrument::in_current_span(crate::leader::run(
         node.clone(),
         config.scheduler.clone(),
         Arc::from(config.scheduler.policy.build()),
-    ));
-    let served = server.await;
+    )));
+    tokio::pin!(server);
+    tokio::pin!(shutdown);
+    let served = tokio::select! {
+        // The server failed on its own: nothing to hand over gracefully.
+        served = &mut server => served,
+        () = &mut shutdown => {
+            // Load balancers first, then leadership, then stop serving.
+            leadership.abort();
+            let handover = async {
+                health_reporter
+                    .set_service_status(crate::lifecycle::LEADER_HEALTH_SERVICE, tonic_health::ServingStatus::NotServing)
+                    .await;
+                crate::lifecycle::set_server_health(&health_reporter, tonic_health::ServingStatus::NotServing).await;
+                crate::lifecycle::hand_over_leadership(&node, crate::lifecycle::HANDOVER_TIMEOUT).await;
+            };
+            // The server must go on accepting connections during the hand-over: the new leader's
+            // vote request and heartbeats may come on a connection not yet open.
+            let ended_early = tokio::select! {
+                served = &mut server => Some(served),
+                () = handover => None,
+            };
+            match ended_early {
+                Some(served) => served,
+                None => {
+                    // Streams that never end by themselves end now; the server waits for every
+                    // open call, so that wait is bounded too: Raft must shut down before a
+                    // SIGKILL comes.
+                    stop_streams.stop();
+                    let _ = stop_serving_tx.send(());
+                    match tokio::time::timeout(crate::lifecycle::SERVER_STOP_TIMEOUT, &mut server).await {
+                        Ok(served) => served,
+                        Err(_) => {
+                            tracing::warn!(
+                                timeout = ?crate::lifecycle::SERVER_STOP_TIMEOUT,
+                                "gRPC calls still open at shutdown; stopping without them"
+                            );
+                            Ok(())
+                        }
+                    }
+                }
+            }
+        }
+    };
+    leadership.abort();
     formation.abort();
+    raft_metrics.abort();
+    sampler.abort();
+    stop_http(http_stop, http).await;
     duties.abort();
     tracing::info!(id = config.id, "master stopping");
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
     }
     served.map_err(|e| MasterError::Serve(e.to_string()))
+}
+
+/// How long the HTTP port may take to finish its requests at shutdown.
+const HTTP_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+type HttpTask = tokio::task::JoinHandle<Result<(), MasterError>>;
+
+/// Starts serving the HTTP port, if there is one; the sender stops it.
+fn spawn_http(
+    listener: Option<TcpListener>,
+    node: &Node,
+) -> Result<(Option<tokio::sync::oneshot::Sender<()>>, Option<HttpTask>), MasterError> {
+    let Some(listener) = listener else {
+        return Ok((None, None));
+    };
+    let addr = listener
+        .local_addr()
+        .map_err(|e| MasterError::Serve(format!("http: {e}")))?;
+    tracing::info!(id = node.id, http = %addr, "serving /metrics, /healthz and the status page");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::http::serve(listener, node.clone(), async {
+        let _ = rx.await;
+    }));
+    Ok((Some(tx), Some(task)))
+}
+
+/// Stops the HTTP port (open connections get [`HTTP_STOP_TIMEOUT`] to finish).
+async fn stop_http(stop: Option<tokio::sync::oneshot::Sender<()>>, task: Option<HttpTask>) {
+    if let Some(stop) = stop {
+        let _ = stop.send(());
+    }
+    if let Some(mut task) = task {
+        match tokio::time::timeout(HTTP_STOP_TIMEOUT, &mut task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server"),
+            Ok(_) => {}
+            Err(_) => task.abort(),
+        }
+    }
 }
 
 /// Forms the cluster on its very first start (see the module docs for the rules).

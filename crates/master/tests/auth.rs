@@ -231,6 +231,15 @@ async fn every_service_refuses_the_unauthenticated_and_the_under_privileged() {
     // Cluster service.
     assert_eq!(code(anon.cluster_status().await), Code::Unauthenticated);
     reader.cluster_status().await.expect("read may see the status");
+    assert_eq!(code(anon.monitoring(false).await), Code::Unauthenticated);
+    let seen = reader
+        .monitoring(false)
+        .await
+        .expect("read may see the monitoring report");
+    assert!(
+        seen.leader_view,
+        "forwarded to the leader with the reader's token: {seen:?}"
+    );
     assert_eq!(code(reader.transfer_leader(2).await), Code::PermissionDenied);
     assert_eq!(
         code(reader.add_master(9, "127.0.0.1:1").await),

@@ -54,6 +54,7 @@ impl From<v1::TaskSpec> for TaskSpec {
             pool: s.pool,
             constraints: s.constraints.into_iter().collect(),
             deadline_ms: s.deadline_ms,
+            trace_parent: s.trace_parent,
         }
     }
 }
@@ -79,6 +80,7 @@ impl From<&TaskSpec> for v1::TaskSpec {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             deadline_ms: s.deadline_ms,
+            trace_parent: s.trace_parent.clone(),
         }
     }
 }
@@ -198,6 +200,8 @@ impl From<&Agent> for v1::AgentInfo {
             tasks: a.tasks,
             reason: a.reason.clone(),
             task_ids: Vec::new(),
+            exit_requested: a.exit.is_some(),
+            exit_deadline_at_ms: a.exit.and_then(|e| e.deadline_at_ms),
         }
     }
 }
@@ -273,6 +277,107 @@ impl From<&taurus_core::acl::Token> for v1::TokenInfo {
             created_by: t.created_by.clone(),
             expires_at_ms: t.expires_at_ms.unwrap_or(0),
             rate_per_sec: t.rate_per_sec.unwrap_or(0),
+        }
+    }
+}
+
+/// A monitoring report on the wire; `served_by` and `leader_view` are the caller's to set.
+impl From<&taurus_core::monitor::Report> for v1::MonitoringReport {
+    fn from(r: &taurus_core::monitor::Report) -> Self {
+        use taurus_core::monitor;
+        let spread = |s: &monitor::Spread| v1::Spread {
+            mean_ms: s.mean_ms,
+            p50_ms: s.p50_ms,
+            p95_ms: s.p95_ms,
+            max_ms: s.max_ms,
+        };
+        let c = &r.cluster;
+        let q = &r.queue;
+        let e = &r.efficiency;
+        v1::MonitoringReport {
+            at_ms: r.at_ms,
+            served_by: 0,
+            leader_view: false,
+            agents: r
+                .agents
+                .iter()
+                .map(|a| v1::AgentUsage {
+                    id: a.id.clone(),
+                    state: v1::AgentState::from(a.state) as i32,
+                    pool: a.pool.clone(),
+                    tasks: a.tasks,
+                    max_tasks: a.max_tasks,
+                    slots: a.slots,
+                    cpu: a.cpu,
+                    memory: a.memory,
+                    disk: a.disk,
+                    utilisation: a.utilisation,
+                    load: a.load,
+                    heartbeat_silence_ms: a.heartbeat_silence_ms,
+                })
+                .collect(),
+            cluster: Some(v1::ClusterUsage {
+                agents_alive: c.agents_alive,
+                agents_draining: c.agents_draining,
+                agents_down: c.agents_down,
+                slots_used: c.slots_used,
+                slots_total: c.slots_total,
+                slots: c.slots,
+                cpu: c.cpu,
+                memory: c.memory,
+                disk: c.disk,
+                utilisation: c.utilisation,
+            }),
+            queue: Some(v1::QueueStats {
+                by_state: q
+                    .by_state
+                    .iter()
+                    .map(|(s, n)| v1::StateCount {
+                        state: v1::TaskState::from(*s) as i32,
+                        count: *n,
+                    })
+                    .collect(),
+                runnable: q.runnable,
+                delayed: q.delayed,
+                waiting_deps: q.waiting_deps,
+                by_priority: q
+                    .by_priority
+                    .iter()
+                    .map(|(p, n)| v1::PriorityCount {
+                        priority: *p,
+                        count: *n,
+                    })
+                    .collect(),
+                by_pool: q
+                    .by_pool
+                    .iter()
+                    .map(|(p, n)| v1::PoolCount {
+                        pool: p.clone(),
+                        count: *n,
+                    })
+                    .collect(),
+                growth_per_min: q.growth_per_min,
+            }),
+            efficiency: Some(v1::Efficiency {
+                tasks: e.tasks,
+                queue_wait: Some(spread(&e.queue_wait)),
+                run_time: Some(spread(&e.run_time)),
+                run_share: e.run_share,
+                finished_last_minute: e.finished_last_minute,
+            }),
+            anomalies: r
+                .anomalies
+                .iter()
+                .map(|a| v1::Anomaly {
+                    kind: a.kind.as_str().to_string(),
+                    subject: a.subject.clone(),
+                    severity: a.severity.as_str().to_string(),
+                    message: a.message.clone(),
+                    suggestion: a.suggestion.clone(),
+                })
+                .collect(),
+            samples: r.samples,
+            history_ms: r.history_ms,
         }
     }
 }

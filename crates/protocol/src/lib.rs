@@ -9,6 +9,7 @@
 pub mod convert;
 pub mod identity;
 pub mod tls;
+pub mod trace;
 
 /// Public API, `taurus.v1`.
 pub mod v1 {

@@ -136,6 +136,31 @@ fn check_certs(key: &'static str, path: &Path, pem: &[u8]) -> Result<(), TlsErro
 }
 
 impl TlsFiles {
+    /// Overlays command-line or environment values on a `[tls]` section from a file: each given
+    /// path replaces the file's value. A path given neither here nor in the file stays empty
+    /// ([`TlsFiles::missing_key`] names it). `None` when there is TLS in neither.
+    pub fn overlay(
+        file: Option<TlsFiles>,
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Option<TlsFiles> {
+        if ca.is_none() && cert.is_none() && key.is_none() {
+            return file;
+        }
+        let mut tls = file.unwrap_or_default();
+        if let Some(v) = ca {
+            tls.ca_file = v;
+        }
+        if let Some(v) = cert {
+            tls.cert_file = v;
+        }
+        if let Some(v) = key {
+            tls.key_file = v;
+        }
+        Some(tls)
+    }
+
     /// The first of `ca_file`, `cert_file`, `key_file` left empty, if any.
     pub fn missing_key(&self) -> Option<&'static str> {
         [

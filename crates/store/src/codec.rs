@@ -106,6 +106,25 @@ mod tests {
     }
 
     #[test]
+    fn trace_parent_is_absent_from_untraced_specs_and_round_trips_otherwise() {
+        let untraced = TaskSpec {
+            id: "t-1".into(),
+            command: vec!["true".into()],
+            ..TaskSpec::default()
+        };
+        let bytes = encode(&untraced).unwrap();
+        // Untraced specs encode exactly as before the field existed, so older data decodes and
+        // older binaries read newer entries of untraced tasks.
+        assert!(!bytes.windows(12).any(|w| w == b"trace_parent"));
+        assert_eq!(decode::<TaskSpec>(&bytes).unwrap(), untraced);
+        let traced = TaskSpec {
+            trace_parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            ..untraced
+        };
+        assert_eq!(decode::<TaskSpec>(&encode(&traced).unwrap()).unwrap(), traced);
+    }
+
+    #[test]
     fn garbage_is_an_error() {
         assert!(decode::<Entry>(b"\xc1 definitely not msgpack").is_err());
         assert!(decode::<Vote>(&[]).is_err());

@@ -11,6 +11,7 @@
 //!  ├─ Corrupt               a stored value is not what this build wrote (names dir, tree and key)
 //!  ├─ Schema                the data dir was written by an incompatible version
 //!  ├─ Snapshot              a snapshot is malformed or cannot be installed
+//!  ├─ Backup                a backup file is malformed, damaged or cannot be restored here
 //!  └─ Core                  the core crate refused data (e.g. an inconsistent snapshot image)
 //! ```
 //! `Corrupt`, `Decode` and `Snapshot` found while *opening* a data dir become `Damaged`
@@ -85,6 +86,11 @@ pub enum StoreError {
     #[error("snapshot: {0}")]
     Snapshot(String),
 
+    /// A backup file (`taurus cluster snapshot save`) is malformed or damaged, or cannot be
+    /// restored where asked (`crate::backup`).
+    #[error("backup: {0}")]
+    Backup(String),
+
     /// Making writes durable failed, or the flusher could not run.
     #[error("{what} in {dir}: {source}")]
     Durability {
@@ -136,6 +142,7 @@ impl From<StoreError> for std::io::Error {
             | StoreError::Corrupt { .. }
             | StoreError::Damaged { .. }
             | StoreError::Snapshot(_)
+            | StoreError::Backup(_)
             | StoreError::Core(_) => ErrorKind::InvalidData,
             StoreError::Schema { .. } => ErrorKind::Unsupported,
             StoreError::Sled(sled::Error::Io(io)) => io.kind(),

@@ -8,6 +8,7 @@
 //! state machine, durable snapshot, saved committed index" model; see `docs/decisions.md`).
 //! Nothing here knows about tasks beyond handing commands to `taurus_core::State::apply`.
 
+pub mod backup;
 pub mod codec;
 pub mod error;
 pub mod flusher;

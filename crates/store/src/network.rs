@@ -630,9 +630,10 @@ impl RaftService for RaftServer {
         req: Request<internal::ReadIndexRequest>,
     ) -> Result<Response<internal::ReadIndexResponse>, Status> {
         self.authorize(&req, None)?;
+        let log_end = self.raft.metrics().borrow_watched().last_log_index.unwrap_or(0);
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(read) => Ok(Response::new(internal::ReadIndexResponse {
-                read_index: read.log_id().index,
+                read_index: leader_read_index(read.log_id().index, log_end),
                 leader: self.id,
             })),
             Err(e) => Err(Status::unavailable(format!(
@@ -650,6 +651,20 @@ impl RaftService for RaftServer {
         let m = self.raft.metrics().borrow_watched().clone();
         Ok(Response::new(node_info(self.id, &m)))
     }
+}
+
+/// The index a linearizable read must wait for, on a leader that has just confirmed its
+/// leadership: openraft's read index, or the end of the leader's log when that is further.
+///
+/// openraft's read index is `max(commit index, first entry of the leader's term)`. A leader that
+/// crashed and restarted within its term (openraft restores its leadership) restores its commit
+/// index from disk, where it is made durable lazily (with the next log flush), so it can be older
+/// than writes the leader had already acknowledged; those writes are in its log (a leader
+/// acknowledges only what it has flushed), so waiting for the log end covers them. The cost: a
+/// read waits for entries appended before it to commit (it fails with "lagging" if they never
+/// do, when the leader loses its term).
+pub fn leader_read_index(read_index: u64, log_end: u64) -> u64 {
+    read_index.max(log_end)
 }
 
 /// The candidate a (pre-)vote request comes from.

@@ -113,8 +113,16 @@ fn poisoned() -> io::Error {
     io::Error::other("state machine lock poisoned: an earlier apply panicked; restart the master")
 }
 
+/// Encodes a state as snapshot bytes (what `build_snapshot` writes; also a backup's data).
+pub(crate) fn encode_image(state: &State) -> Result<Vec<u8>, StoreError> {
+    codec::encode(&SnapshotImageRef {
+        schema: SCHEMA_VERSION,
+        state: state.image(),
+    })
+}
+
 /// Decodes snapshot bytes into a state.
-fn decode_image(data: &[u8]) -> Result<State, StoreError> {
+pub(crate) fn decode_image(data: &[u8]) -> Result<State, StoreError> {
     let image: SnapshotImage =
         codec::decode(data).map_err(|e| StoreError::Snapshot(format!("undecodable snapshot data: {e}")))?;
     if image.schema != SCHEMA_VERSION {
@@ -203,6 +211,17 @@ impl StateMachineStore {
         }
         write_snapshot_file(&self.inner.dir, &meta_bytes, data)?;
         Ok(true)
+    }
+
+    /// The last applied log id, the applied membership and an O(1) clone of the state, all of
+    /// one moment (for a backup: `crate::backup`).
+    pub fn capture_applied(&self) -> (Option<LogId>, StoredMembership, State) {
+        let applied = self.inner.applied.read().unwrap_or_else(PoisonError::into_inner);
+        (
+            applied.last_applied,
+            applied.membership.clone(),
+            applied.state.clone(),
+        )
     }
 
     /// A consistent view for a snapshot: the meta and an O(1) clone of the state (persistent
@@ -337,10 +356,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             .spawn(move || {
                 lower_thread_priority();
                 let work = || -> Result<(Snapshot, bool), io::Error> {
-                    let data = codec::encode(&SnapshotImageRef {
-                        schema: SCHEMA_VERSION,
-                        state: state.image(),
-                    })?;
+                    let data = encode_image(&state)?;
                     let written = this.persist_snapshot(&meta, &data, false)?;
                     Ok((Snapshot { meta, snapshot: data }, written))
                 };
@@ -450,9 +466,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
-/// Lowers the calling thread's CPU priority (nice +10) so snapshot work yields to Raft.
-/// Best effort: a failure only means the thread keeps its normal priority.
-fn lower_thread_priority() {
+/// Lowers the calling thread's CPU priority (nice +10) so snapshot work yields to Raft (also
+/// used for encoding backups). Only for threads of their own, never pooled ones. Best effort:
+/// a failure only means the thread keeps its normal priority.
+pub fn lower_thread_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: gettid and setpriority only read their integer arguments; on Linux PRIO_PROCESS
     // with a thread id changes that thread's nice value alone.

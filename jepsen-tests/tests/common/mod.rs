@@ -54,7 +54,29 @@ impl Run {
     }
 
     pub fn assert_all_valid(&self) {
-        assert_eq!(self.code, Some(0), "the run failed\n{}", self.text);
+        if self.code != Some(0) {
+            // The history, logs and report are what explains a failure: keep a copy (the
+            // temporary directory goes with `self`).
+            let keep = std::env::temp_dir().join(format!(
+                "taurus-jepsen-failed-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            ));
+            let copied = Command::new("cp")
+                .arg("-a")
+                .arg(self.dir.path())
+                .arg(&keep)
+                .status()
+                .is_ok_and(|s| s.success());
+            let kept = if copied {
+                format!("results kept in {}", keep.display())
+            } else {
+                "results could not be kept".to_string()
+            };
+            panic!("the run failed ({kept})\n{}", self.text);
+        }
         let verdicts = self.verdicts();
         assert_eq!(verdicts.len(), VERDICTS, "one verdict per checker\n{}", self.text);
         assert!(verdicts.iter().all(|l| l.contains(": valid")), "{}", self.text);

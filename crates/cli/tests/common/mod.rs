@@ -76,6 +76,46 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
+/// An address nothing accepts connections on for as long as the returned socket lives: its port
+/// is bound (no other process can take it) but not listening, so connecting is refused.
+pub fn refused_addr() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind loopback");
+    let addr = socket.local_addr().expect("local addr").to_string();
+    (socket, addr)
+}
+
+/// The address a child process logged as `FIELD=HOST:PORT` on the last complete line of its
+/// log at `path` that contains `message`: how a test learns a port that the process bound
+/// itself (`--http-listen 127.0.0.1:0`), with no window in which another test can take it.
+/// Polls for at most `limit`; panics with the log's tail otherwise.
+pub fn logged_addr(path: &Path, message: &str, field: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    let prefix = format!("{field}=");
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        // A line still being written has no newline yet: only complete lines count.
+        let complete = text.rsplit_once('\n').map_or("", |(done, _)| done);
+        let found = complete
+            .lines()
+            .rev()
+            .filter(|l| l.contains(message))
+            .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix(prefix.as_str())));
+        if let Some(addr) = found {
+            return addr.trim_matches('"').to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {message:?} line with {prefix}ADDR in {} within {limit:?}; log tail:\n{}",
+            path.display(),
+            log_tail(path, 20)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Master settings for tests of agents and scheduling: agents are declared down after 3.5 s of
 /// silence, fence themselves after 1.5 s without an acknowledged heartbeat, and the scheduler
 /// runs every 50 ms.
@@ -177,19 +217,7 @@ impl Masters {
     }
 
     fn launch(dir: PathBuf, config: Option<PathBuf>, temp: Option<tempfile::TempDir>) -> Self {
-        let addrs: Vec<String> = free_ports(3)
-            .into_iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
-        let logs = (1..=3).map(|id| dir.join(format!("master-{id}.log"))).collect();
-        let mut masters = Masters {
-            children: Vec::new(),
-            addrs,
-            logs,
-            dir,
-            config,
-            _temp: temp,
-        };
+        let mut masters = Self::prepare(dir, config, temp);
         for id in 1..=3 {
             let child = masters.spawn(id);
             masters.children.push(Some(child));
@@ -197,14 +225,76 @@ impl Masters {
         masters
     }
 
-    fn spawn(&self, id: u64) -> Child {
-        let peers = self
-            .addrs
+    /// Masters on free ports, not started yet.
+    fn prepare(dir: PathBuf, config: Option<PathBuf>, temp: Option<tempfile::TempDir>) -> Self {
+        let addrs: Vec<String> = free_ports(3)
+            .into_iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let logs = (1..=3).map(|id| dir.join(format!("master-{id}.log"))).collect();
+        Masters {
+            children: Vec::new(),
+            addrs,
+            logs,
+            dir,
+            config,
+            _temp: temp,
+        }
+    }
+
+    /// Like [`Masters::start_in`], but each master's data dir is first seeded from the backup
+    /// `snapshot` with `taurus master restore` (which must succeed); returns the masters and
+    /// the restore runs.
+    pub fn restore_in(dir: &Path, config_toml: &str, snapshot: &Path) -> (Self, Vec<Run>) {
+        let config = dir.join("master.toml");
+        std::fs::write(&config, config_toml).expect("write the master config");
+        let mut masters = Self::prepare(dir.to_path_buf(), Some(config.clone()), None);
+        let mut runs = Vec::new();
+        for id in 1..=3u64 {
+            let data_dir = masters.data_dir(id);
+            let r = run(&[
+                "master",
+                "restore",
+                "--snapshot",
+                snapshot.to_str().expect("utf-8 path"),
+                "--config",
+                config.to_str().expect("utf-8 path"),
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &masters.addrs[id as usize - 1],
+                "--peers",
+                &masters.peers(),
+                "--data-dir",
+                data_dir.to_str().expect("utf-8 path"),
+            ]);
+            assert_eq!(r.code, Some(0), "master restore of master {id}: {r:?}");
+            runs.push(r);
+        }
+        for id in 1..=3 {
+            let child = masters.spawn(id);
+            masters.children.push(Some(child));
+        }
+        (masters, runs)
+    }
+
+    /// The data directory of master `id`.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("master-{id}"))
+    }
+
+    /// `--peers 1=A,2=B,3=C`.
+    pub fn peers(&self) -> String {
+        self.addrs
             .iter()
             .enumerate()
             .map(|(i, a)| format!("{}={a}", i + 1))
             .collect::<Vec<_>>()
-            .join(",");
+            .join(",")
+    }
+
+    fn spawn(&self, id: u64) -> Child {
+        let peers = self.peers();
         // Appending: a restarted master's log follows its previous life's.
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -216,7 +306,7 @@ impl Masters {
             .args(["--listen", &self.addrs[id as usize - 1]])
             .args(["--peers", &peers])
             .arg("--data-dir")
-            .arg(self.dir.join(format!("master-{id}")));
+            .arg(self.data_dir(id));
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
@@ -243,6 +333,23 @@ impl Masters {
             child.kill().expect("SIGKILL a master");
             child.wait().expect("reap a master");
         }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to master `id`, which must be running.
+    pub fn signal(&self, id: u64, signal: i32) {
+        let child = self.children[id as usize - 1]
+            .as_ref()
+            .unwrap_or_else(|| panic!("master {id} is not running"));
+        send_signal(child, signal);
+    }
+
+    /// Waits up to `limit` for master `id` to exit by itself, reaps it and returns its status.
+    pub fn wait_exit(&mut self, id: u64, limit: Duration) -> std::process::ExitStatus {
+        let slot = &mut self.children[id as usize - 1];
+        let status = wait_child_exit(slot.as_mut().expect("master running"), limit)
+            .unwrap_or_else(|| panic!("master {id} did not exit within {limit:?}"));
+        *slot = None;
+        status
     }
 
     /// Starts master `id` again from its data directory (after [`Masters::kill`]).
@@ -378,6 +485,17 @@ impl Agents {
         self.dir.join(id)
     }
 
+    /// The HTTP address agent `id` serves on, as its log says (start it with
+    /// `--http-listen 127.0.0.1:0`); waits up to 30 s for the line.
+    pub fn http_addr(&self, id: &str) -> String {
+        logged_addr(
+            &self.dir.join(format!("{id}.log")),
+            "serving /metrics and /healthz",
+            "http",
+            Duration::from_secs(30),
+        )
+    }
+
     /// The process id of agent `id`, while it runs.
     pub fn pid(&self, id: &str) -> Option<u32> {
         self.procs
@@ -401,6 +519,19 @@ impl Agents {
             "kill({pid}, {signal}): {}",
             std::io::Error::last_os_error()
         );
+    }
+
+    /// Waits up to `limit` for agent `id` to exit by itself, reaps it and returns its status.
+    pub fn wait_exit(&mut self, id: &str, limit: Duration) -> std::process::ExitStatus {
+        let p = self
+            .procs
+            .iter_mut()
+            .find(|p| p.id == id)
+            .unwrap_or_else(|| panic!("no agent {id}"));
+        let status = wait_child_exit(p.child.as_mut().expect("agent running"), limit)
+            .unwrap_or_else(|| panic!("agent {id} did not exit within {limit:?}"));
+        p.child = None;
+        status
     }
 
     /// SIGKILL agent `id` and reap it.
@@ -444,5 +575,32 @@ impl Drop for Agents {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Sends `signal` to `child`, which has not been reaped.
+fn send_signal(child: &Child, signal: i32) {
+    let pid = i32::try_from(child.id()).expect("a pid fits in pid_t");
+    // SAFETY: kill(2) of our own child, which has not been reaped.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Polls `child` every 20 ms until it exits (its status) or `limit` passes (`None`).
+fn wait_child_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

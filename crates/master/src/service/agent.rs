@@ -204,8 +204,12 @@ impl AgentService for AgentApi {
             {
                 return Attempt::NotLeader;
             }
-            let (current, stop) = node.sm.read(|s| {
+            let (current, stop, exit) = node.sm.read(|s| {
                 let current = epoch_current(s, &msg_ref.agent_id, msg_ref.epoch);
+                let exit = s
+                    .agent(&msg_ref.agent_id)
+                    .and_then(|a| a.exit)
+                    .filter(|_| current);
                 let stop: Vec<v1::RunningAttempt> = msg_ref
                     .running
                     .iter()
@@ -214,17 +218,23 @@ impl AgentService for AgentApi {
                     })
                     .cloned()
                     .collect();
-                (current, stop)
+                (current, stop, exit)
             });
             if current {
                 let load = (msg_ref.load.is_finite() && msg_ref.load > 0.0).then_some(msg_ref.load);
                 node.duties.heartbeat(&msg_ref.agent_id, msg_ref.epoch, load);
+                node.metrics.heartbeats.inc();
             }
             Attempt::Done(Ok(Response::new(v1::HeartbeatResponse {
                 reregister: !current,
                 stop,
                 leader: node.id,
                 lease_ms: node.lease_timeout.as_millis() as u64,
+                exit: exit.is_some(),
+                // What is left of the deadline by this leader's clock (0: passed already).
+                exit_deadline_ms: exit
+                    .and_then(|e| e.deadline_at_ms)
+                    .map(|at| at.saturating_sub(now_ms())),
             })))
         };
         let forward = |ch| async move {
@@ -334,6 +344,11 @@ impl AgentService for AgentApi {
                         return;
                     },
                     _ = tx.closed() => return,
+                    () = node.stopping.wait() => {
+                        let status = Status::unavailable("master stopping; watch another master");
+                        let _ = tx.send_timeout(Err(status), crate::lifecycle::LAST_WORD_TIMEOUT).await;
+                        return;
+                    }
                 }
             }
         });
@@ -374,15 +389,21 @@ impl AgentService for AgentApi {
             match node.reports.propose_group(reports_ref.clone()).await {
                 Ok((outcomes, index)) => {
                     let now = now_ms();
-                    // Observed start latency feeds the delay-guided policy.
+                    // Observed start latency feeds the delay-guided policy (and, from
+                    // submission, for first attempts, the metrics).
                     node.sm.read(|s| {
                         for (r, o) in reports_ref.iter().zip(&outcomes) {
                             if matches!(r.event, ReportEvent::Started)
                                 && *o == ReportOutcome::Accepted
-                                && let Some(a) = s.get(&r.task_id).and_then(|t| t.attempts.last())
+                                && let Some(t) = s.get(&r.task_id)
+                                && let Some(a) = t.attempts.last()
                             {
                                 node.duties
                                     .started(&r.agent_id, now.saturating_sub(a.assigned_at_ms));
+                                if a.number == 1 {
+                                    let latency = now.saturating_sub(t.submitted_at_ms);
+                                    node.metrics.start_latency.observe(latency as f64 / 1000.0);
+                                }
                             }
                         }
                     });
@@ -452,29 +473,65 @@ impl AgentService for AgentApi {
         &self,
         req: Request<v1::SetAgentDrainRequest>,
     ) -> Result<Response<v1::AgentInfo>, Status> {
-        let caller = authorize(&self.node, &req, Role::Operator, "SetAgentDrain").await?;
+        let caller = authenticate(&self.node, &req).await?;
+        {
+            let msg = req.get_ref();
+            match &caller.principal {
+                // An agent that is shutting down drains itself (and only that).
+                Principal::Agent { .. } if msg.drain && !msg.exit => {
+                    caller.require_agent(&msg.id, "SetAgentDrain")?
+                }
+                _ => caller.require(Role::Operator, "SetAgentDrain")?,
+            }
+        }
         let caller = &caller;
         let forwarded = is_forwarded(&req);
         let msg = req.into_inner();
         validate::validate_id(&msg.id).map_err(rejection_status)?;
         super::check_reason(&msg.reason)?;
+        if msg.exit && !msg.drain {
+            return Err(Status::invalid_argument(
+                "exit: only with drain (an undrained agent keeps working)",
+            ));
+        }
+        if msg.deadline_ms.is_some() && !msg.exit {
+            return Err(Status::invalid_argument("deadline_ms: only with exit"));
+        }
+        if msg
+            .deadline_ms
+            .is_some_and(|d| d > validate::MAX_EXIT_DEADLINE_MS)
+        {
+            return Err(Status::invalid_argument(format!(
+                "deadline_ms: longer than {} ms (limit max_exit_deadline)",
+                validate::MAX_EXIT_DEADLINE_MS
+            )));
+        }
         let node = &self.node;
         let msg_ref = &msg;
         let local = || {
-            let cmd = Command::SetAgentState {
-                id: msg_ref.id.clone(),
-                epoch: None,
-                state: if msg_ref.drain {
-                    AgentState::Draining
-                } else {
-                    AgentState::Alive
-                },
-                reason: if msg_ref.reason.is_empty() && msg_ref.drain {
-                    "drained by request".to_string()
-                } else {
-                    msg_ref.reason.clone()
-                },
-                now_ms: now_ms(),
+            let cmd = if msg_ref.exit {
+                Command::RequestAgentExit {
+                    id: msg_ref.id.clone(),
+                    deadline_ms: msg_ref.deadline_ms,
+                    reason: msg_ref.reason.clone(),
+                    now_ms: now_ms(),
+                }
+            } else {
+                Command::SetAgentState {
+                    id: msg_ref.id.clone(),
+                    epoch: None,
+                    state: if msg_ref.drain {
+                        AgentState::Draining
+                    } else {
+                        AgentState::Alive
+                    },
+                    reason: if msg_ref.reason.is_empty() && msg_ref.drain {
+                        "drained by request".to_string()
+                    } else {
+                        msg_ref.reason.clone()
+                    },
+                    now_ms: now_ms(),
+                }
             };
             async move {
                 match write_local(node, cmd).await {

@@ -160,61 +160,66 @@ impl ClusterApi {
         Ok(Response::new(self.status().await))
     }
 
-    /// The cluster as seen from here, each member asked for its own indexes.
     async fn status(&self) -> v1::ClusterStatus {
-        let m = self.node.metrics();
-        let membership = m.membership_config.membership();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let nodes: Vec<(NodeId, String)> = membership.nodes().map(|(id, n)| (*id, n.addr.clone())).collect();
-        let queries = nodes.iter().map(|(id, addr)| {
-            let node = self.node.clone();
-            let (id, addr) = (*id, addr.clone());
-            async move {
-                if id == node.id {
-                    let m = node.metrics();
-                    return (id, addr, Ok(node_info(node.id, &m)));
-                }
-                match query_peer(&node.channels, id, &addr).await {
-                    Some(info) => (id, addr, Ok(info)),
-                    None => (id, addr, Err("did not answer within 500ms".to_string())),
-                }
+        cluster_status(&self.node).await
+    }
+}
+
+/// The cluster as seen from `node`, each member asked for its own indexes (also the monitor's
+/// samples and the status page).
+pub async fn cluster_status(node: &Node) -> v1::ClusterStatus {
+    let m = node.metrics();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let nodes: Vec<(NodeId, String)> = membership.nodes().map(|(id, n)| (*id, n.addr.clone())).collect();
+    let queries = nodes.iter().map(|(id, addr)| {
+        let node = node.clone();
+        let (id, addr) = (*id, addr.clone());
+        async move {
+            if id == node.id {
+                let m = node.metrics();
+                return (id, addr, Ok(node_info(node.id, &m)));
             }
-        });
-        let answers = futures::future::join_all(queries).await;
-        let members = answers
-            .into_iter()
-            .map(|(id, addr, info)| match info {
-                Ok(i) => v1::Member {
-                    id,
-                    addr,
-                    role: i.role,
-                    voter: voters.contains(&id),
-                    term: i.term,
-                    last_log_index: i.last_log_index,
-                    commit_index: i.commit_index,
-                    applied_index: i.applied_index,
-                    reachable: true,
-                    error: String::new(),
-                    snapshot_index: i.snapshot_index,
-                    purged_index: i.purged_index,
-                },
-                Err(error) => v1::Member {
-                    id,
-                    addr,
-                    role: "unreachable".into(),
-                    voter: voters.contains(&id),
-                    reachable: false,
-                    error,
-                    ..Default::default()
-                },
-            })
-            .collect();
-        v1::ClusterStatus {
-            leader: m.current_leader.unwrap_or(0),
-            term: m.current_term,
-            members,
-            served_by: self.node.id,
+            match query_peer(&node.channels, id, &addr).await {
+                Some(info) => (id, addr, Ok(info)),
+                None => (id, addr, Err("did not answer within 500ms".to_string())),
+            }
         }
+    });
+    let answers = futures::future::join_all(queries).await;
+    let members = answers
+        .into_iter()
+        .map(|(id, addr, info)| match info {
+            Ok(i) => v1::Member {
+                id,
+                addr,
+                role: i.role,
+                voter: voters.contains(&id),
+                term: i.term,
+                last_log_index: i.last_log_index,
+                commit_index: i.commit_index,
+                applied_index: i.applied_index,
+                reachable: true,
+                error: String::new(),
+                snapshot_index: i.snapshot_index,
+                purged_index: i.purged_index,
+            },
+            Err(error) => v1::Member {
+                id,
+                addr,
+                role: "unreachable".into(),
+                voter: voters.contains(&id),
+                reachable: false,
+                error,
+                ..Default::default()
+            },
+        })
+        .collect();
+    v1::ClusterStatus {
+        leader: m.current_leader.unwrap_or(0),
+        term: m.current_term,
+        members,
+        served_by: node.id,
     }
 }
 
@@ -230,6 +235,15 @@ fn check_addr(addr: &str) -> Result<(), Status> {
 
 #[tonic::async_trait]
 impl ClusterService for ClusterApi {
+    type SaveSnapshotStream = super::backup::SnapshotStream;
+
+    async fn save_snapshot(
+        &self,
+        req: Request<v1::SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        super::backup::save_snapshot(&self.node, req).await
+    }
+
     async fn get_status(
         &self,
         req: Request<v1::ClusterStatusRequest>,
@@ -287,6 +301,44 @@ impl ClusterService for ClusterApi {
             forward,
         )
         .await
+    }
+
+    /// The leader's report (forwarded there once); this master's own when asked for `local`,
+    /// or when no leader answers, so anomalies such as `no_leader` can still be seen.
+    async fn get_monitoring(
+        &self,
+        req: Request<v1::MonitoringRequest>,
+    ) -> Result<Response<v1::MonitoringReport>, Status> {
+        let caller =
+            super::authorize(&self.node, &req, taurus_core::acl::Role::Read, "GetMonitoring").await?;
+        let caller = &caller;
+        let forwarded = is_forwarded(&req);
+        let msg = req.into_inner();
+        let local = || async {
+            crate::monitor::wire_report(&self.node)
+                .await
+                .map(Response::new)
+                .map_err(|e| Status::internal(e.to_string()))
+        };
+        if msg.local {
+            return local().await;
+        }
+        let forward = |ch| async move {
+            ClusterServiceClient::new(ch)
+                .get_monitoring(forward_request(&self.node, caller, msg))
+                .await
+        };
+        let led = on_leader(
+            &self.node,
+            forwarded,
+            || async { Attempt::Done(local().await) },
+            forward,
+        )
+        .await;
+        match led {
+            Err(s) if s.code() == tonic::Code::Unavailable => local().await,
+            other => other,
+        }
     }
 
     async fn transfer_leader(

@@ -7,6 +7,7 @@
 
 pub mod acl;
 pub mod agent;
+pub mod backup;
 pub mod cluster;
 pub mod task;
 
@@ -135,6 +136,11 @@ pub fn forward_request<T>(node: &Node, caller: &Caller, msg: T) -> Request<T> {
     }
     if let Some(v) = &caller.authorization {
         req.metadata_mut().insert(AUTHORIZATION_HEADER, v.clone());
+    }
+    // A traced call stays traced on the leader (`crate::trace`).
+    if let Some(v) = taurus_protocol::trace::of(&tracing::Span::current()).and_then(|tp| tp.parse().ok()) {
+        req.metadata_mut()
+            .insert(taurus_protocol::trace::TRACEPARENT_HEADER, v);
     }
     req
 }

@@ -169,9 +169,15 @@ impl TaskService for TaskApi {
         &self,
         req: Request<v1::SubmitTasksRequest>,
     ) -> Result<Response<v1::SubmitTasksResponse>, Status> {
+        // Counted where the client called, not again where it was forwarded to.
+        let _timer = self.node.metrics.submit_timer(!is_forwarded(&req));
         let caller = authorize(&self.node, &req, Role::Submit, "SubmitTasks").await?;
         let forwarded = is_forwarded(&req);
+        let trace_parent = crate::trace::trace_parent_for_tasks(req.metadata());
         let mut msg = req.into_inner();
+        if let Some(tp) = &trace_parent {
+            crate::trace::stamp(msg.tasks.iter_mut(), tp);
+        }
         // Ids make a retry never create a second task: the client library always sets them. A
         // bare gRPC caller that leaves one empty gets a fresh UUIDv7 (and loses retry-safety for
         // that task). `request_id` (kept as is, also when forwarded) makes a retry of a request
@@ -233,10 +239,16 @@ impl TaskService for TaskApi {
         &self,
         req: Request<v1::SubmitManyRequest>,
     ) -> Result<Response<v1::SubmitManyResponse>, Status> {
+        // Counted where the client called, not again where it was forwarded to.
+        let _timer = self.node.metrics.submit_timer(!is_forwarded(&req));
         let caller = authorize(&self.node, &req, Role::Submit, "SubmitMany").await?;
         let forwarded = is_forwarded(&req);
         let by = caller.principal.name().to_string();
+        let trace_parent = crate::trace::trace_parent_for_tasks(req.metadata());
         let mut msg = req.into_inner();
+        if let Some(tp) = &trace_parent {
+            crate::trace::stamp(msg.requests.iter_mut().flat_map(|r| r.tasks.iter_mut()), tp);
+        }
         if msg.requests.is_empty() {
             return Err(Status::invalid_argument(
                 "requests: must contain at least one request",
@@ -483,6 +495,11 @@ impl TaskService for TaskApi {
                     },
                     // The caller went away (or the server is stopping): stop watching.
                     _ = tx.closed() => return,
+                    () = node.stopping.wait() => {
+                        let status = Status::unavailable("master stopping; watch again on another master");
+                        let _ = tx.send_timeout(Err(status), crate::lifecycle::LAST_WORD_TIMEOUT).await;
+                        return;
+                    }
                 }
                 // A revoke (or expiry) of the caller's token ends the stream it opened.
                 if let Err(status) = caller.recheck(&node) {

@@ -201,6 +201,10 @@ pub struct Ctx {
     /// Faults injected, by name.
     pub injected: Mutex<BTreeMap<&'static str, u64>>,
     pub partition_hold: Option<Duration>,
+    /// The furthest ahead any master's clock was set (ms): a leader whose clock runs ahead
+    /// stamps retry back-offs and deadlines that far into the real future, so the quiet period
+    /// after healing must be at least that much longer for such tasks to come due.
+    pub max_clock_ahead_ms: Mutex<u64>,
     next: Mutex<usize>,
     order: Vec<Fault>,
 }
@@ -224,6 +228,7 @@ impl Ctx {
             damage: Mutex::new(Vec::new()),
             injected: Mutex::new(BTreeMap::new()),
             partition_hold,
+            max_clock_ahead_ms: Mutex::new(0),
             next: Mutex::new(0),
             order,
         }
@@ -544,6 +549,10 @@ async fn inject(ctx: &Ctx, fault: Fault, target: usize, rng: &mut StdRng) -> any
             let offset_ms: i64 = rng.random_range(1_000..120_000) * if rng.random_bool(0.5) { 1 } else { -1 };
             let file = lock(&ctx.cluster).clock_file(target);
             let v = json!({"node": names(&lock(&ctx.cluster), &[target]), "offset_ms": offset_ms});
+            if let Ok(ahead) = u64::try_from(offset_ms) {
+                let mut max = lock(&ctx.max_clock_ahead_ms);
+                *max = (*max).max(ahead);
+            }
             let r = write_clock(&file, offset_ms);
             ctx.step(&start, v.clone());
             r?;

@@ -3,7 +3,7 @@
 //! - **Events**, updated by the runtime with atomic adds: attempts started, attempts ended by
 //!   outcome, their run time, self-fencing.
 //! - **Now**, read at scrape time: slots, the agent process's own resource use (from
-//!   `/proc/self`; prometheus-client has no process collector), and the resource use of the
+//!   `/proc/self`, through `taurus_procfs`), and the resource use of the
 //!   processes of the attempts running now (their process groups, from `/proc`).
 //!
 //! Names follow Prometheus conventions: `taurus_agent_` for the agent's own metrics, the
@@ -18,15 +18,18 @@ use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
-use prometheus_client::encoding::EncodeMetric;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use taurus_procfs::ProcStat;
+use taurus_procfs::ProcessCollector;
+use taurus_procfs::clock_ticks;
+use taurus_procfs::page_size;
+use taurus_procfs::put;
 
 use crate::exec::End;
 use crate::exec::Executor;
@@ -196,77 +199,6 @@ impl Finished {
     }
 }
 
-/// One gauge or counter at scrape time.
-fn put<M: EncodeMetric>(encoder: &mut DescriptorEncoder, name: &str, help: &str, metric: M) -> fmt::Result {
-    let e = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
-    metric.encode(e)
-}
-
-/// The standard `process_*` metrics of this process, read from `/proc/self` at scrape time.
-#[derive(Debug)]
-struct ProcessCollector;
-
-impl Collector for ProcessCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let Some(stat) = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|t| ProcStat::parse(&t))
-        else {
-            return Ok(());
-        };
-        let ticks = clock_ticks();
-        put(
-            &mut encoder,
-            "process_cpu_seconds",
-            "Total user and system CPU time spent in seconds",
-            ConstCounter::new(stat.cpu_ticks() as f64 / ticks),
-        )?;
-        put(
-            &mut encoder,
-            "process_resident_memory_bytes",
-            "Resident memory size in bytes",
-            ConstGauge::new(stat.rss_pages.saturating_mul(page_size()) as f64),
-        )?;
-        put(
-            &mut encoder,
-            "process_virtual_memory_bytes",
-            "Virtual memory size in bytes",
-            ConstGauge::new(stat.vsize_bytes as f64),
-        )?;
-        put(
-            &mut encoder,
-            "process_threads",
-            "Number of OS threads in the process",
-            ConstGauge::new(stat.threads as f64),
-        )?;
-        if let Some(boot) = boot_time() {
-            put(
-                &mut encoder,
-                "process_start_time_seconds",
-                "Start time of the process since unix epoch in seconds",
-                ConstGauge::new(boot as f64 + stat.start_ticks as f64 / ticks),
-            )?;
-        }
-        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-            put(
-                &mut encoder,
-                "process_open_fds",
-                "Number of open file descriptors",
-                ConstGauge::new(fds.count() as f64),
-            )?;
-        }
-        if let Some(max) = max_fds() {
-            put(
-                &mut encoder,
-                "process_max_fds",
-                "Maximum number of open file descriptors",
-                ConstGauge::new(max as f64),
-            )?;
-        }
-        Ok(())
-    }
-}
-
 /// Resource use of the processes of the attempts running now: every process in their process
 /// groups, found with one pass over `/proc`.
 #[derive(Debug)]
@@ -340,101 +272,9 @@ fn tasks_use(proc_dir: &Path, groups: &HashSet<i32>) -> TasksUse {
     total
 }
 
-/// The fields of `/proc/PID/stat` used here (see proc(5)).
-#[derive(Debug, PartialEq)]
-struct ProcStat {
-    state: char,
-    pgrp: i32,
-    utime: u64,
-    stime: u64,
-    threads: u64,
-    start_ticks: u64,
-    vsize_bytes: u64,
-    rss_pages: u64,
-}
-
-impl ProcStat {
-    /// Parses `PID (COMM) STATE PPID PGRP ...`; COMM may hold spaces and parentheses, so the
-    /// fields are counted after the last `)`.
-    fn parse(text: &str) -> Option<Self> {
-        let (_, rest) = text.rsplit_once(')')?;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
-        Some(Self {
-            state: f.first()?.chars().next()?,
-            pgrp: f.get(2)?.parse().ok()?,
-            utime: num(11)?,
-            stime: num(12)?,
-            threads: num(17)?,
-            start_ticks: num(19)?,
-            vsize_bytes: num(20)?,
-            rss_pages: num(21)?,
-        })
-    }
-
-    fn cpu_ticks(&self) -> u64 {
-        self.utime.saturating_add(self.stime)
-    }
-}
-
-/// Clock ticks per second (`_SC_CLK_TCK`, 100 on Linux).
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(p).ok().filter(|p| *p > 0).unwrap_or(4096)
-}
-
-/// Boot time, seconds since the epoch (`btime` of `/proc/stat`).
-fn boot_time() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/stat").ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// The soft limit on open files (`RLIMIT_NOFILE`).
-fn max_fds() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit for the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return None;
-    }
-    (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn proc_stat_parses_commands_with_spaces_and_parentheses() {
-        let line = "4242 (my (odd) cmd) S 1 4240 4240 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 5 0 \
-                    123456 10485760 250 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
-        let s = ProcStat::parse(line).expect("parses");
-        assert_eq!(
-            s,
-            ProcStat {
-                state: 'S',
-                pgrp: 4240,
-                utime: 7,
-                stime: 3,
-                threads: 5,
-                start_ticks: 123456,
-                vsize_bytes: 10485760,
-                rss_pages: 250,
-            }
-        );
-        assert_eq!(ProcStat::parse("12 (x) S 1"), None, "truncated");
-    }
 
     #[test]
     fn ended_attempts_are_counted_by_outcome() {

@@ -301,6 +301,19 @@ impl MasterConfig {
         if self.id == 0 {
             return Err(MasterError::Config("id: must be at least 1".into()));
         }
+        // The file's `[peers]` table gets the checks `--peers` gets while parsing.
+        for (id, addr) in &self.peers {
+            if *id == 0 {
+                return Err(MasterError::Config(
+                    "peers: id 0 is not allowed (ids start at 1)".into(),
+                ));
+            }
+            if !is_host_port(addr) {
+                return Err(MasterError::Config(format!(
+                    "peers.{id}: address {addr:?} needs HOST:PORT"
+                )));
+            }
+        }
         if !self.peers.is_empty() && !self.peers.contains_key(&self.id) {
             return Err(MasterError::Config(format!(
                 "peers: must include this master's own id {}",
@@ -419,11 +432,7 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, MasterError> {
             return Err(MasterError::Config(format!("peers[{i}]: id must be at least 1")));
         }
         let addr = addr.trim();
-        if addr
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse::<u16>().ok())
-            .is_none()
-        {
+        if !is_host_port(addr) {
             return Err(MasterError::Config(format!(
                 "peers[{i}]: address {addr:?} needs HOST:PORT"
             )));
@@ -433,6 +442,17 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, MasterError> {
         }
     }
     Ok(peers)
+}
+
+/// Whether `addr` looks like `HOST:PORT` (a non-empty host, a port number); an `http(s)://`
+/// prefix is allowed, as peers may be written with it.
+fn is_host_port(addr: &str) -> bool {
+    let addr = addr
+        .strip_prefix("https://")
+        .or_else(|| addr.strip_prefix("http://"))
+        .unwrap_or(addr);
+    addr.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 /// `humantime` strings ("50ms", "2s") for durations in TOML.
@@ -606,6 +626,25 @@ mod tests {
         ] {
             let e = parse_peers(bad).expect_err(bad).to_string();
             assert!(e.contains(what), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_files_peers_table_gets_the_same_checks_as_the_flag() {
+        let ok = MasterConfig::from_toml(
+            "id = 1\n[peers]\n1 = \"127.0.0.1:7101\"\n2 = \"https://host-b:7102\"\n3 = \"[::1]:7103\"",
+        )
+        .expect("parses");
+        ok.validate().expect("valid peers");
+        for (toml, what) in [
+            ("id = 1\n[peers]\n0 = \"a:1\"\n1 = \"b:2\"", "id 0"),
+            ("id = 1\n[peers]\n1 = \"nohost\"", "peers.1"),
+            ("id = 1\n[peers]\n1 = \"a:1\"\n2 = \":7102\"", "peers.2"),
+            ("id = 1\n[peers]\n1 = \"a:99999\"", "HOST:PORT"),
+        ] {
+            let c = MasterConfig::from_toml(toml).expect(toml);
+            let e = c.validate().expect_err(toml).to_string();
+            assert!(e.contains(what), "{toml}: {e}");
         }
     }
 }

@@ -143,6 +143,8 @@ impl Metrics {
             "Agents this master, as leader, declared down after agent_ttl without a heartbeat",
             m.heartbeat_timeouts.clone(),
         );
+        // process_cpu_seconds_total, process_resident_memory_bytes, ... of this master.
+        registry.register_collector(Box::new(taurus_procfs::ProcessCollector));
         Self { registry, ..m }
     }
 }
@@ -385,6 +387,12 @@ fn collect_store(data_dir: &Path, s: &mut Scrape) {
         "taurus_store_size_bytes",
         "Bytes of files in this master's data directory (sled log and snapshot)",
         dir_size(data_dir) as f64,
+    );
+    let snapshot = std::fs::metadata(data_dir.join(taurus_store::state_machine::SNAPSHOT_FILE));
+    s.gauge(
+        "taurus_raft_snapshot_size_bytes",
+        "Bytes of this master's latest snapshot file (0: none yet)",
+        snapshot.map_or(0, |m| m.len()) as f64,
     );
 }
 

@@ -2,100 +2,44 @@
 //! enabled = true` (tokens; no TLS here: certificate identities are tested in the store's Raft
 //! authorisation tests and `taurus_protocol::identity`).
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::time::Duration;
-use std::time::Instant;
-
 use taurus_client::Client;
 use taurus_client::ClientError;
 use taurus_master::config::AuthConfig;
-use taurus_master::config::MasterConfig;
-use taurus_master::run_with_listener;
 use taurus_protocol::v1;
 use taurus_protocol::v1::agent_service_client::AgentServiceClient;
-use taurus_store::network::Channels;
-use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tonic::Code;
 use tonic::Request;
 use tonic::transport::Channel;
 
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
 
-struct Cluster {
-    _dir: TempDir,
-    addrs: Vec<String>,
-    _stops: Vec<oneshot::Sender<()>>,
+use common::Cluster;
+use common::eventually;
+use common::until_end;
+
+/// Three masters with `[auth] enabled = true` and `default_submit_rate`.
+async fn start_with_auth(default_submit_rate: Option<u32>) -> Cluster {
+    Cluster::builder()
+        .configure(move |c| {
+            c.auth = AuthConfig {
+                enabled: true,
+                default_submit_rate,
+            }
+        })
+        .start(3)
+        .await
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
+/// This file's clients and tokens.
 impl Cluster {
-    async fn start(default_submit_rate: Option<u32>) -> Cluster {
-        let dir = TempDir::new().expect("tempdir");
-        let mut listeners = BTreeMap::new();
-        for id in 1..=3u64 {
-            listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.expect("bind"));
-        }
-        let peers: BTreeMap<u64, String> = listeners
-            .iter()
-            .map(|(id, l)| (*id, l.local_addr().expect("addr").to_string()))
-            .collect();
-        let mut stops = Vec::new();
-        for (id, l) in listeners {
-            let config = MasterConfig {
-                id,
-                listen: l.local_addr().expect("addr"),
-                data_dir: dir.path().join(format!("m{id}")),
-                peers: peers.clone(),
-                auth: AuthConfig {
-                    enabled: true,
-                    default_submit_rate,
-                },
-                ..MasterConfig::default()
-            };
-            let (tx, rx) = oneshot::channel::<()>();
-            tokio::spawn(run_with_listener(config, l, Channels::default(), async {
-                let _ = rx.await;
-            }));
-            stops.push(tx);
-        }
-        let cluster = Cluster {
-            _dir: dir,
-            addrs: peers.values().cloned().collect(),
-            _stops: stops,
-        };
-        // A leader exists once a bootstrap-free call gets past "no leader": WhoAmI without a
-        // token is refused with UNAUTHENTICATED by any master, so wait on the status instead.
-        cluster
-    }
-
     fn client(&self, token: Option<&str>) -> Client {
-        let c = Client::new(self.addrs.clone()).expect("client");
+        let c = Client::new(self.addrs()).expect("client");
         c.with_token(token.unwrap_or("")).expect("token")
     }
 
     /// A client talking to master `i` (0-based) only.
     fn client_at(&self, i: usize, token: &str) -> Client {
-        Client::new(vec![self.addrs[i].clone()])
+        Client::new(vec![self.addrs()[i].clone()])
             .expect("client")
             .with_token(token)
             .expect("token")
@@ -186,7 +130,7 @@ fn register(id: &str) -> v1::RegisterAgentRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_refuses_the_unauthenticated_and_the_under_privileged() {
-    let c = Cluster::start(None).await;
+    let c = start_with_auth(None).await;
     let anon = c.client(None);
     // Before bootstrap, everything but Bootstrap says how to bootstrap.
     let early = eventually("a leader", || {
@@ -254,7 +198,7 @@ async fn every_service_refuses_the_unauthenticated_and_the_under_privileged() {
         code(reader.set_agent_drain("w1", true, "").await),
         Code::PermissionDenied
     );
-    let mut agents = AgentServiceClient::new(agent_channel(&c.addrs[0]).await);
+    let mut agents = AgentServiceClient::new(agent_channel(c.addr(1)).await);
     let s = agents
         .register_agent(with_token(register("w1"), None))
         .await
@@ -295,7 +239,7 @@ async fn every_service_refuses_the_unauthenticated_and_the_under_privileged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_stops_working_on_every_replica() {
-    let c = Cluster::start(None).await;
+    let c = start_with_auth(None).await;
     let admin = c.bootstrap().await;
     let (id, secret) = c.token(&admin, "ci", "submit", "", 0).await;
     for i in 0..3 {
@@ -334,7 +278,7 @@ async fn a_revoked_token_stops_working_on_every_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submitter_and_canceller_are_recorded_and_submit_cancels_only_its_own() {
-    let c = Cluster::start(None).await;
+    let c = start_with_auth(None).await;
     let admin = c.bootstrap().await;
     let (_, alice) = c.token(&admin, "alice", "submit", "", 0).await;
     let (_, bob) = c.token(&admin, "bob", "submit", "", 0).await;
@@ -376,7 +320,7 @@ async fn submitter_and_canceller_are_recorded_and_submit_cancels_only_its_own() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_submit_rate_of_a_token_is_limited() {
-    let c = Cluster::start(Some(1000)).await;
+    let c = start_with_auth(Some(1000)).await;
     let admin = c.bootstrap().await;
     let (_, slow) = c.token(&admin, "slow", "submit", "", 3).await;
     let slow = c.client(Some(&slow));
@@ -407,12 +351,12 @@ async fn the_submit_rate_of_a_token_is_limited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_acts_only_as_itself() {
-    let c = Cluster::start(None).await;
+    let c = start_with_auth(None).await;
     let admin = c.bootstrap().await;
     let (_, w1) = c.token(&admin, "w1-join", "agent", "w1", 0).await;
     let (_, w2) = c.token(&admin, "w2-join", "agent", "w2", 0).await;
     let (_, sub) = c.token(&admin, "sub", "submit", "", 0).await;
-    for addr in &c.addrs {
+    for addr in &c.addrs() {
         let mut agents = AgentServiceClient::new(agent_channel(addr).await);
         let s = agents
             .register_agent(with_token(register("w2"), Some(&w1)))
@@ -421,7 +365,7 @@ async fn an_agent_acts_only_as_itself() {
         assert_eq!(s.code(), Code::PermissionDenied, "{addr}: {s:?}");
         assert!(s.message().contains("w1"), "{s:?}");
     }
-    let mut agents = AgentServiceClient::new(agent_channel(&c.addrs[1]).await);
+    let mut agents = AgentServiceClient::new(agent_channel(c.addr(2)).await);
     let e1 = agents
         .register_agent(with_token(register("w1"), Some(&w1)))
         .await
@@ -480,7 +424,7 @@ async fn an_agent_acts_only_as_itself() {
             ..Default::default()
         }],
     };
-    for addr in &c.addrs {
+    for addr in &c.addrs() {
         let mut a = AgentServiceClient::new(agent_channel(addr).await);
         let s = a
             .report_task_status(with_token(report("w2"), Some(&w2)))
@@ -513,7 +457,7 @@ async fn an_agent_acts_only_as_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_ends_the_streams_its_token_opened() {
     use taurus_protocol::v1::task_service_client::TaskServiceClient;
-    let c = Cluster::start(None).await;
+    let c = start_with_auth(None).await;
     let admin = c.bootstrap().await;
     let (join_id, join) = c.token(&admin, "w1-join", "agent", "w1", 0).await;
     let (read_id, read) = c.token(&admin, "watcher", "read", "", 0).await;
@@ -524,7 +468,7 @@ async fn a_revoke_ends_the_streams_its_token_opened() {
     // Streams opened on a follower and on the leader alike: open both on every master. One
     // registration; every master's stream serves that epoch once the master has applied it (a
     // master that has not yet applies it answers "re-register" and ends the stream: retried).
-    let mut agents0 = AgentServiceClient::new(agent_channel(&c.addrs[0]).await);
+    let mut agents0 = AgentServiceClient::new(agent_channel(c.addr(1)).await);
     let epoch = agents0
         .register_agent(with_token(register("w1"), Some(&join)))
         .await
@@ -533,7 +477,7 @@ async fn a_revoke_ends_the_streams_its_token_opened() {
         .epoch;
     let mut assignments = Vec::new();
     let mut watches = Vec::new();
-    for addr in &c.addrs {
+    for addr in &c.addrs() {
         let stream = eventually(&format!("an assignment stream on {addr}"), || {
             let join = join.clone();
             async move {
@@ -582,16 +526,7 @@ async fn a_revoke_ends_the_streams_its_token_opened() {
         .await
         .expect("a change to wake the streams");
     for (i, mut open) in assignments.into_iter().enumerate() {
-        let ended = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                match open.message().await {
-                    Ok(Some(_)) => continue,
-                    other => return other,
-                }
-            }
-        })
-        .await
-        .expect("the assignment stream ends");
+        let ended = until_end(&format!("the assignment stream on master {i}"), &mut open).await;
         let status = ended.expect_err("ended by an error, not a clean end");
         assert_eq!(
             status.code(),
@@ -600,16 +535,7 @@ async fn a_revoke_ends_the_streams_its_token_opened() {
         );
     }
     for (i, mut w) in watches.into_iter().enumerate() {
-        let ended = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                match w.message().await {
-                    Ok(Some(_)) => continue,
-                    other => return other,
-                }
-            }
-        })
-        .await
-        .expect("the watch ends");
+        let ended = until_end(&format!("the watch on master {i}"), &mut w).await;
         let status = ended.expect_err("ended by an error");
         assert_eq!(
             status.code(),

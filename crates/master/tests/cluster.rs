@@ -2,206 +2,24 @@
 //! Partitions are injected in the transport (`Channels::block`); nothing here sleeps to hope:
 //! every wait polls for an observable event with a bound and a message saying what never came.
 
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
-use std::time::Instant;
 
-use taurus_master::MasterError;
-use taurus_master::config::MasterConfig;
 use taurus_master::config::RaftTuning;
-use taurus_master::run_with_listener;
 use taurus_protocol::v1;
-use taurus_protocol::v1::cluster_service_client::ClusterServiceClient;
 use taurus_protocol::v1::task_service_client::TaskServiceClient;
 use taurus_protocol::v1::task_service_server::TaskService;
 use taurus_protocol::v1::task_service_server::TaskServiceServer;
-use taurus_store::network::Channels;
-use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Code;
 use tonic::Status;
 use tonic::transport::Channel;
 
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
 
-struct Master {
-    addr: String,
-    channels: Channels,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), MasterError>>>,
-}
-
-struct Cluster {
-    dir: TempDir,
-    peers: BTreeMap<u64, String>,
-    masters: BTreeMap<u64, Master>,
-    tuning: RaftTuning,
-}
-
-/// Polls `f` until it yields `Some`, at most `WAIT`; panics naming `what` otherwise.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-impl Cluster {
-    async fn start(n: u64, tuning: RaftTuning) -> Cluster {
-        let mut listeners = BTreeMap::new();
-        for id in 1..=n {
-            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-            listeners.insert(id, l);
-        }
-        let peers: BTreeMap<u64, String> = listeners
-            .iter()
-            .map(|(id, l)| (*id, l.local_addr().expect("local addr").to_string()))
-            .collect();
-        let mut cluster = Cluster {
-            dir: TempDir::new().expect("tempdir"),
-            peers,
-            masters: BTreeMap::new(),
-            tuning,
-        };
-        for (id, l) in listeners {
-            cluster.spawn(id, l);
-        }
-        cluster
-    }
-
-    fn spawn(&mut self, id: u64, listener: TcpListener) {
-        let addr = self.peers[&id].clone();
-        let config = MasterConfig {
-            id,
-            listen: listener.local_addr().expect("local addr"),
-            data_dir: self.dir.path().join(format!("m{id}")),
-            peers: self.peers.clone(),
-            raft: self.tuning.clone(),
-            ..MasterConfig::default()
-        };
-        let channels = Channels::default();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run_with_listener(config, listener, channels.clone(), async {
-            let _ = rx.await;
-        }));
-        self.masters.insert(
-            id,
-            Master {
-                addr,
-                channels,
-                stop: Some(tx),
-                task: Some(task),
-            },
-        );
-    }
-
-    /// Starts a master that is not part of the initial cluster (it never forms one: its id is not
-    /// the lowest); it waits to be added with `AddMaster`.
-    async fn start_extra(&mut self, id: u64) -> String {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-        let addr = l.local_addr().expect("local addr").to_string();
-        self.peers.insert(id, addr.clone());
-        self.spawn(id, l);
-        addr
-    }
-
-    async fn stop(&mut self, id: u64) {
-        let m = self.masters.get_mut(&id).expect("known master");
-        if let Some(tx) = m.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = m.task.take() {
-            let r = tokio::time::timeout(WAIT, task)
-                .await
-                .expect("master stops in time");
-            r.expect("master task").expect("master ran cleanly");
-        }
-    }
-
-    async fn restart(&mut self, id: u64) {
-        let addr = self.peers[&id].clone();
-        let listener = eventually(&format!("rebinding {addr}"), || {
-            let addr = addr.clone();
-            async move { TcpListener::bind(addr).await.ok() }
-        })
-        .await;
-        self.spawn(id, listener);
-    }
-
-    fn tasks(&self, id: u64) -> TaskServiceClient<Channel> {
-        TaskServiceClient::new(taurus_store::network::channel_to(&self.peers[&id]).expect("channel"))
-    }
-
-    fn cluster_api(&self, id: u64) -> ClusterServiceClient<Channel> {
-        ClusterServiceClient::new(taurus_store::network::channel_to(&self.peers[&id]).expect("channel"))
-    }
-
-    async fn status(&self, via: u64) -> Option<v1::ClusterStatus> {
-        let mut req = tonic::Request::new(v1::ClusterStatusRequest {});
-        req.set_timeout(Duration::from_secs(2));
-        self.cluster_api(via)
-            .get_status(req)
-            .await
-            .ok()
-            .map(|r| r.into_inner())
-    }
-
-    /// Waits until `via` sees a leader that satisfies `ok`.
-    async fn leader_seen_by(&self, via: u64, ok: impl Fn(u64) -> bool) -> u64 {
-        eventually(&format!("a leader seen by master {via}"), || async {
-            let s = self.status(via).await?;
-            (s.leader != 0 && ok(s.leader)).then_some(s.leader)
-        })
-        .await
-    }
-
-    /// Cuts `isolated` off from every other master, in both directions.
-    fn partition(&self, isolated: &[u64]) {
-        for (a, ma) in &self.masters {
-            for (b, mb) in &self.masters {
-                if isolated.contains(a) != isolated.contains(b) {
-                    ma.channels.block(&mb.addr);
-                }
-            }
-        }
-    }
-
-    fn heal(&self) {
-        for m in self.masters.values() {
-            m.channels.heal();
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for m in self.masters.values_mut() {
-            if let Some(tx) = m.stop.take() {
-                let _ = tx.send(());
-            }
-            if let Some(t) = m.task.take() {
-                t.abort();
-            }
-        }
-    }
-}
+use common::Cluster;
+use common::eventually;
 
 fn spec(id: &str, deps: &[&str]) -> v1::TaskSpec {
     v1::TaskSpec {
@@ -641,7 +459,7 @@ async fn masters_are_added_promoted_removed_and_leadership_transferred_at_run_ti
         .cluster_api(leader)
         .add_master(v1::AddMasterRequest {
             id: 4,
-            addr: cluster.peers[&4].clone(),
+            addr: cluster.addr(4).to_string(),
         })
         .await
         .expect_err("already a voter");
@@ -740,7 +558,7 @@ async fn submit_many_keeps_each_request_atomic_and_separate() {
 async fn concurrent_client_submits_are_coalesced_without_mixing_results() {
     let cluster = Cluster::start(3, tuning()).await;
     cluster.leader_seen_by(1, |_| true).await;
-    let client = taurus_client::Client::new(cluster.peers.values().cloned().collect()).expect("client");
+    let client = taurus_client::Client::new(cluster.addrs()).expect("client");
     let mut calls = Vec::new();
     for i in 0..64 {
         let client = client.clone();
@@ -995,7 +813,7 @@ async fn client_retry_after_a_lost_answer_reports_its_submit_as_created() {
         upstream: cluster.tasks(follower),
         forwarded: forwarded.clone(),
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let listener = common::bind("127.0.0.1").await;
     let proxy_addr = listener.local_addr().expect("local addr").to_string();
     let server = tokio::spawn(
         tonic::transport::Server::builder()

@@ -4,126 +4,30 @@
 //! keep open. Three real masters in one process on random loopback ports; every wait polls an
 //! observable event with a bound.
 
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 use std::time::Instant;
 
-use taurus_master::MasterError;
-use taurus_master::config::MasterConfig;
 use taurus_master::config::RaftTuning;
 use taurus_master::lifecycle::LEADER_HEALTH_SERVICE;
 use taurus_master::lifecycle::PUBLIC_SERVICES;
-use taurus_master::run_with_listener;
 use taurus_protocol::v1;
 use taurus_protocol::v1::agent_service_client::AgentServiceClient;
-use taurus_protocol::v1::cluster_service_client::ClusterServiceClient;
 use taurus_protocol::v1::task_service_client::TaskServiceClient;
-use taurus_store::network::Channels;
-use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::HealthCheckResponse;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
 
-struct Master {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), MasterError>>>,
-}
+use common::Cluster;
+use common::WAIT;
+use common::eventually;
+use common::until_end;
 
-struct Cluster {
-    _dir: TempDir,
-    peers: BTreeMap<u64, String>,
-    masters: BTreeMap<u64, Master>,
-}
-
-/// Polls `f` until it yields `Some`, at most `WAIT`; panics naming `what` otherwise.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
+/// This file's checks of a cluster's gRPC health.
 impl Cluster {
-    async fn start(n: u64, tuning: RaftTuning) -> Cluster {
-        let mut listeners = BTreeMap::new();
-        for id in 1..=n {
-            listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.expect("bind loopback"));
-        }
-        let peers: BTreeMap<u64, String> = listeners
-            .iter()
-            .map(|(id, l)| (*id, l.local_addr().expect("local addr").to_string()))
-            .collect();
-        let dir = TempDir::new().expect("tempdir");
-        let mut masters = BTreeMap::new();
-        for (id, listener) in listeners {
-            let config = MasterConfig {
-                id,
-                listen: listener.local_addr().expect("local addr"),
-                data_dir: dir.path().join(format!("m{id}")),
-                peers: peers.clone(),
-                raft: tuning.clone(),
-                ..MasterConfig::default()
-            };
-            let (tx, rx) = oneshot::channel::<()>();
-            let task = tokio::spawn(run_with_listener(config, listener, Channels::default(), async {
-                let _ = rx.await;
-            }));
-            masters.insert(
-                id,
-                Master {
-                    stop: Some(tx),
-                    task: Some(task),
-                },
-            );
-        }
-        Cluster {
-            _dir: dir,
-            peers,
-            masters,
-        }
-    }
-
-    fn channel(&self, id: u64) -> Channel {
-        taurus_store::network::channel_to(&self.peers[&id]).expect("channel")
-    }
-
-    async fn status(&self, via: u64) -> Option<v1::ClusterStatus> {
-        let mut req = tonic::Request::new(v1::ClusterStatusRequest {});
-        req.set_timeout(Duration::from_secs(2));
-        ClusterServiceClient::new(self.channel(via))
-            .get_status(req)
-            .await
-            .ok()
-            .map(|r| r.into_inner())
-    }
-
-    /// Waits until `via` sees a leader that satisfies `ok`; returns (leader, term).
-    async fn leader_seen_by(&self, via: u64, ok: impl Fn(u64) -> bool) -> (u64, u64) {
-        eventually(&format!("a leader seen by master {via}"), || async {
-            let s = self.status(via).await?;
-            (s.leader != 0 && ok(s.leader)).then_some((s.leader, s.term))
-        })
-        .await
-    }
-
     async fn health(&self, id: u64, service: &str) -> Option<ServingStatus> {
         let mut req = tonic::Request::new(HealthCheckRequest {
             service: service.to_string(),
@@ -138,13 +42,13 @@ impl Cluster {
         eventually(
             &format!("{LEADER_HEALTH_SERVICE} serving on exactly master {leader}"),
             || async {
-                for id in self.masters.keys() {
-                    let want = if *id == leader {
+                for id in self.ids() {
+                    let want = if id == leader {
                         ServingStatus::Serving
                     } else {
                         ServingStatus::NotServing
                     };
-                    if self.health(*id, LEADER_HEALTH_SERVICE).await != Some(want) {
+                    if self.health(id, LEADER_HEALTH_SERVICE).await != Some(want) {
                         return None;
                     }
                 }
@@ -153,33 +57,12 @@ impl Cluster {
         )
         .await
     }
-
-    fn signal_stop(&mut self, id: u64) -> JoinHandle<Result<(), MasterError>> {
-        let m = self.masters.get_mut(&id).expect("known master");
-        if let Some(tx) = m.stop.take() {
-            let _ = tx.send(());
-        }
-        m.task.take().expect("running master")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for m in self.masters.values_mut() {
-            if let Some(tx) = m.stop.take() {
-                let _ = tx.send(());
-            }
-            if let Some(t) = m.task.take() {
-                t.abort();
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn health_follows_leadership_and_reflection_lists_the_public_api() {
     let cluster = Cluster::start(3, RaftTuning::default()).await;
-    let (leader, _) = cluster.leader_seen_by(1, |_| true).await;
+    let leader = cluster.leader_seen_by(1, |_| true).await;
 
     // The whole server and every public service serve on every master, without a token.
     for id in 1..=3 {
@@ -195,7 +78,8 @@ async fn health_follows_leadership_and_reflection_lists_the_public_api() {
 
     // A leadership transfer moves the leader-only name with it.
     let to = (1..=3).find(|id| *id != leader).expect("a follower");
-    ClusterServiceClient::new(cluster.channel(leader))
+    cluster
+        .cluster_api(leader)
         .transfer_leader(v1::TransferLeaderRequest { to })
         .await
         .expect("transfer leader");
@@ -270,6 +154,51 @@ async fn health_follows_leadership_and_reflection_lists_the_public_api() {
     );
 }
 
+/// Submits one task, `id`, through `channel`, with a 5 s deadline.
+async fn submit_one(
+    channel: Channel,
+    id: &str,
+) -> Result<tonic::Response<v1::SubmitTasksResponse>, tonic::Status> {
+    let mut req = tonic::Request::new(v1::SubmitTasksRequest {
+        tasks: vec![v1::TaskSpec {
+            id: id.into(),
+            command: vec!["true".into()],
+            ..Default::default()
+        }],
+        request_id: String::new(),
+    });
+    req.set_timeout(Duration::from_secs(5));
+    TaskServiceClient::new(channel).submit_tasks(req).await
+}
+
+/// A health watch of the whole server through `channel`, whose first status was `SERVING`.
+async fn serving_health_watch(channel: Channel) -> tonic::Streaming<HealthCheckResponse> {
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health watch")
+        .into_inner();
+    let first = watch
+        .message()
+        .await
+        .expect("watch answer")
+        .expect("first status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    watch
+}
+
+/// The next status on `watch`, within `WAIT`, is `NOT_SERVING` (a stop has begun).
+async fn next_is_not_serving(watch: &mut tonic::Streaming<HealthCheckResponse>) {
+    let next = tokio::time::timeout(WAIT, watch.message())
+        .await
+        .expect("a status change in time")
+        .expect("watch answer")
+        .expect("NOT_SERVING before the stream ends");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+}
+
 /// Election timeouts far above what a hand-over takes: a new leader that shows up well within
 /// `election_timeout_min` of the stop can only have been handed leadership.
 fn slow_elections() -> RaftTuning {
@@ -285,7 +214,7 @@ fn slow_elections() -> RaftTuning {
 async fn a_stopping_leader_hands_leadership_over() {
     let tuning = slow_elections();
     let mut cluster = Cluster::start(3, tuning.clone()).await;
-    let (leader, term) = cluster.leader_seen_by(1, |_| true).await;
+    let (leader, term) = cluster.leader_term_seen_by(1, |_| true).await;
     let other = (1..=3).find(|id| *id != leader).expect("a follower");
     // Every master knows the leader before it goes (a follower that never heard of it would
     // not count as up to date for this test).
@@ -295,7 +224,7 @@ async fn a_stopping_leader_hands_leadership_over() {
 
     let stopped_at = Instant::now();
     let task = cluster.signal_stop(leader);
-    let (new_leader, new_term) = cluster.leader_seen_by(other, |l| l != leader).await;
+    let (new_leader, new_term) = cluster.leader_term_seen_by(other, |l| l != leader).await;
     let took = stopped_at.elapsed();
     assert!(
         took < tuning.election_timeout_min,
@@ -311,17 +240,7 @@ async fn a_stopping_leader_hands_leadership_over() {
 
     // The cluster takes writes at once, through either survivor.
     for via in (1..=3).filter(|id| *id != leader) {
-        let mut req = tonic::Request::new(v1::SubmitTasksRequest {
-            tasks: vec![v1::TaskSpec {
-                id: format!("after-handover-{via}"),
-                command: vec!["true".into()],
-                ..Default::default()
-            }],
-            request_id: String::new(),
-        });
-        req.set_timeout(Duration::from_secs(5));
-        TaskServiceClient::new(cluster.channel(via))
-            .submit_tasks(req)
+        submit_one(cluster.channel(via), &format!("after-handover-{via}"))
             .await
             .unwrap_or_else(|e| panic!("submit via master {via} (leader {new_leader}): {e}"));
     }
@@ -330,30 +249,13 @@ async fn a_stopping_leader_hands_leadership_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn health_goes_not_serving_when_shutdown_begins() {
     let mut cluster = Cluster::start(3, RaftTuning::default()).await;
-    let (leader, _) = cluster.leader_seen_by(1, |_| true).await;
+    let leader = cluster.leader_seen_by(1, |_| true).await;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     assert_eq!(cluster.health(follower, "").await, Some(ServingStatus::Serving));
     // A health watcher sees NOT_SERVING before the connection goes away.
-    let mut watch = HealthClient::new(cluster.channel(follower))
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("health watch")
-        .into_inner();
-    let first = watch
-        .message()
-        .await
-        .expect("watch answer")
-        .expect("first status");
-    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let mut watch = serving_health_watch(cluster.channel(follower)).await;
     let task = cluster.signal_stop(follower);
-    let next = tokio::time::timeout(WAIT, watch.message())
-        .await
-        .expect("a status change in time")
-        .expect("watch answer")
-        .expect("a status before the stream ends");
-    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    next_is_not_serving(&mut watch).await;
     drop(watch);
     tokio::time::timeout(WAIT, task)
         .await
@@ -362,43 +264,16 @@ async fn health_goes_not_serving_when_shutdown_begins() {
         .expect("master ran cleanly");
 }
 
-/// Reads `stream` until it ends, at most `WAIT`; returns how: `Ok(())` for a clean end, the
-/// status otherwise. Messages before the end are skipped.
-async fn until_end<T>(what: &str, stream: &mut tonic::Streaming<T>) -> Result<(), tonic::Status> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, stream.message()).await {
-            Ok(Ok(Some(_))) => {}
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Err(status)) => return Err(status),
-            Err(_) => panic!("{what}: still open {WAIT:?} after the master began to stop"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn open_watch_streams_end_when_a_master_stops() {
     let mut cluster = Cluster::start(3, RaftTuning::default()).await;
-    let (leader, _) = cluster.leader_seen_by(1, |_| true).await;
+    let leader = cluster.leader_seen_by(1, |_| true).await;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     cluster.leader_seen_by(follower, |l| l == leader).await;
     let ch = cluster.channel(follower);
 
     // A task that never ends (no agent runs it): a watch on it would stay open for ever.
-    let mut req = tonic::Request::new(v1::SubmitTasksRequest {
-        tasks: vec![v1::TaskSpec {
-            id: "never-ends".into(),
-            command: vec!["true".into()],
-            ..Default::default()
-        }],
-        request_id: String::new(),
-    });
-    req.set_timeout(Duration::from_secs(5));
-    TaskServiceClient::new(ch.clone())
-        .submit_tasks(req)
-        .await
-        .expect("submit");
+    submit_one(ch.clone(), "never-ends").await.expect("submit");
     let mut task_watch = TaskServiceClient::new(ch.clone())
         .watch_task(v1::WatchTaskRequest {
             id: "never-ends".into(),
@@ -449,28 +324,11 @@ async fn open_watch_streams_end_when_a_master_stops() {
     .await;
 
     // A load balancer's health watch.
-    let mut health_watch = HealthClient::new(ch)
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("health watch")
-        .into_inner();
-    let first = health_watch
-        .message()
-        .await
-        .expect("watch answer")
-        .expect("first status");
-    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let mut health_watch = serving_health_watch(ch).await;
 
     // None of the three is dropped by the caller: the stopping master ends each one itself.
     let task = cluster.signal_stop(follower);
-    let next = tokio::time::timeout(WAIT, health_watch.message())
-        .await
-        .expect("a status change in time")
-        .expect("watch answer")
-        .expect("NOT_SERVING before the stream ends");
-    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    next_is_not_serving(&mut health_watch).await;
     if let Err(status) = until_end("the health watch", &mut health_watch).await {
         panic!("the health watch ends cleanly, not with {status:?}");
     }

@@ -4,44 +4,27 @@
 //! accepted stays, and finished tasks are forgotten after their retention. One real master on a
 //! random loopback port with a real sled directory.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use taurus_core::validate;
-use taurus_master::MasterError;
 use taurus_master::config::Limits;
-use taurus_master::config::MasterConfig;
-use taurus_master::run_with_listener;
 use taurus_protocol::v1;
 use taurus_protocol::v1::task_service_client::TaskServiceClient;
-use taurus_store::network::Channels;
-use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic::transport::Channel;
 
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
+
+use common::Cluster;
+use common::WAIT;
+
 const QUEUE: u64 = 40;
 const MESSAGE: usize = 256 * 1024;
 
+/// A one-master cluster and a client of it.
 struct Master {
-    _dir: TempDir,
     client: TaskServiceClient<Channel>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), MasterError>>>,
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
+    _cluster: Cluster,
 }
 
 /// One master that forms a one-member cluster, with small limits; returns once it has a leader
@@ -56,28 +39,13 @@ async fn start() -> Master {
 }
 
 async fn start_with(limits: Limits) -> Master {
-    let dir = TempDir::new().expect("tempdir");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-    let addr = listener.local_addr().expect("local addr");
-    let config = MasterConfig {
-        id: 1,
-        listen: addr,
-        data_dir: dir.path().join("m1"),
-        peers: BTreeMap::from([(1, addr.to_string())]),
-        limits,
-        ..MasterConfig::default()
-    };
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(run_with_listener(config, listener, Channels::default(), async {
-        let _ = rx.await;
-    }));
-    let client =
-        TaskServiceClient::new(taurus_store::network::channel_to(&addr.to_string()).expect("channel"));
+    let cluster = Cluster::builder()
+        .configure(move |c| c.limits = limits.clone())
+        .start(1)
+        .await;
     let mut master = Master {
-        _dir: dir,
-        client,
-        stop: Some(tx),
-        task: Some(task),
+        client: cluster.tasks(1),
+        _cluster: cluster,
     };
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

@@ -5,47 +5,22 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
-use std::future::Future;
-use std::time::Duration;
-use std::time::Instant;
 
 use taurus_master::config::MasterConfig;
 use taurus_master::metrics::sample;
 use taurus_master::run_with_listener;
-use taurus_master::run_with_listeners;
 use taurus_protocol::v1;
-use taurus_protocol::v1::agent_service_client::AgentServiceClient;
-use taurus_protocol::v1::cluster_service_client::ClusterServiceClient;
-use taurus_protocol::v1::task_service_client::TaskServiceClient;
 use taurus_store::network::Channels;
 use tempfile::TempDir;
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
 
-/// Polls `f` until it yields `Some`, at most `WAIT`; panics naming `what` otherwise.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+use common::Cluster;
+use common::WAIT;
+use common::eventually;
 
 /// An HTTP/1.1 answer: status, headers (lower-case names), body.
 struct HttpAnswer {
@@ -87,113 +62,30 @@ async fn get(addr: &str, path: &str) -> HttpAnswer {
     }
 }
 
-struct Master {
-    grpc: String,
-    http: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), taurus_master::MasterError>>,
-}
-
-struct Cluster {
-    _dir: TempDir,
-    masters: BTreeMap<u64, Master>,
-}
-
+/// This file's view of a cluster: `/metrics` of one master.
 impl Cluster {
-    async fn start() -> Cluster {
-        let dir = TempDir::new().expect("tempdir");
-        let mut grpc = BTreeMap::new();
-        let mut http = BTreeMap::new();
-        for id in 1..=3u64 {
-            grpc.insert(id, TcpListener::bind("127.0.0.1:0").await.expect("bind"));
-            http.insert(id, TcpListener::bind("127.0.0.1:0").await.expect("bind"));
-        }
-        let peers: BTreeMap<u64, String> = grpc
-            .iter()
-            .map(|(id, l)| (*id, l.local_addr().expect("addr").to_string()))
-            .collect();
-        let mut masters = BTreeMap::new();
-        for (id, listener) in grpc {
-            let http_listener = http.remove(&id).expect("http listener");
-            let http_addr = http_listener.local_addr().expect("addr").to_string();
-            let config = MasterConfig {
-                id,
-                listen: listener.local_addr().expect("addr"),
-                data_dir: dir.path().join(format!("m{id}")),
-                peers: peers.clone(),
-                ..MasterConfig::default()
-            };
-            let (tx, rx) = oneshot::channel::<()>();
-            let task = tokio::spawn(run_with_listeners(
-                config,
-                listener,
-                Some(http_listener),
-                Channels::default(),
-                async {
-                    let _ = rx.await;
-                },
-            ));
-            masters.insert(
-                id,
-                Master {
-                    grpc: peers[&id].clone(),
-                    http: http_addr,
-                    stop: Some(tx),
-                    task,
-                },
-            );
-        }
-        Cluster { _dir: dir, masters }
-    }
-
-    fn channel(&self, id: u64) -> tonic::transport::Channel {
-        taurus_store::network::channel_to(&self.masters[&id].grpc).expect("channel")
-    }
-
-    async fn leader(&self) -> u64 {
-        eventually("a leader", || async {
-            let mut req = tonic::Request::new(v1::ClusterStatusRequest {});
-            req.set_timeout(Duration::from_secs(2));
-            let s = ClusterServiceClient::new(self.channel(1))
-                .get_status(req)
-                .await
-                .ok()?
-                .into_inner();
-            (s.leader != 0).then_some(s.leader)
-        })
-        .await
-    }
-
     async fn scrape(&self, id: u64) -> String {
-        let answer = get(&self.masters[&id].http, "/metrics").await;
+        let answer = get(self.http(id), "/metrics").await;
         assert_eq!(answer.status, 200, "{}", answer.body);
         answer.body
     }
 
-    async fn stop(mut self) {
-        for m in self.masters.values_mut() {
-            if let Some(tx) = m.stop.take() {
-                let _ = tx.send(());
-            }
-        }
-        for (id, m) in std::mem::take(&mut self.masters) {
-            let r = tokio::time::timeout(WAIT, m.task)
-                .await
-                .unwrap_or_else(|_| panic!("master {id} stops in time"));
-            r.expect("master task").expect("master ran cleanly");
-        }
+    /// Scrapes master `id` until `series` is `want`, the sign that it `what`; returns that scrape.
+    async fn scrape_when(&self, id: u64, what: &str, series: &str, want: f64) -> String {
+        eventually(&format!("master {id} {what}"), || async {
+            let text = self.scrape(id).await;
+            (sample(&text, series) == Some(want)).then_some(text)
+        })
+        .await
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for m in self.masters.values_mut() {
-            if let Some(tx) = m.stop.take() {
-                let _ = tx.send(());
-            }
-            m.task.abort();
-        }
-    }
+/// The sum of every sample whose series starts with `prefix`.
+fn sum(exposition: &str, prefix: &str) -> f64 {
+    taurus_master::metrics::samples(exposition)
+        .filter(|(s, _)| s.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
 }
 
 fn value(exposition: &str, series: &str) -> f64 {
@@ -227,8 +119,9 @@ fn check_conventions(exposition: &str) {
         types.keys().cloned().collect::<BTreeSet<_>>(),
         "HELP and TYPE name the same families"
     );
+    // Ours carry the `taurus_` prefix; the process's own use the standard `process_` names.
     let valid_name = |n: &str| {
-        n.starts_with("taurus_")
+        (n.starts_with("taurus_") || n.starts_with("process_"))
             && n.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
     };
@@ -299,11 +192,11 @@ fn spec(id: &str, priority: i32) -> v1::TaskSpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_report_what_the_cluster_did() {
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::builder().http().start(3).await;
     let leader = cluster.leader().await;
 
-    for (id, m) in &cluster.masters {
-        let health = get(&m.http, "/healthz").await;
+    for id in cluster.ids() {
+        let health = get(cluster.http(id), "/healthz").await;
         assert_eq!(health.status, 200, "master {id} /healthz");
     }
 
@@ -318,7 +211,8 @@ async fn metrics_report_what_the_cluster_did() {
             })
             .collect();
         let n = tasks.len();
-        let answer = TaskServiceClient::new(cluster.channel(via))
+        let answer = cluster
+            .tasks(via)
             .submit_tasks(v1::SubmitTasksRequest {
                 tasks,
                 request_id: format!("call-{call}"),
@@ -331,16 +225,16 @@ async fn metrics_report_what_the_cluster_did() {
 
     // Nothing placed yet: ten pending tasks, all of them queued, on every master.
     for id in 1..=3 {
-        let text = eventually(&format!("master {id} applies every submit"), || async {
-            let text = cluster.scrape(id).await;
-            (sample(&text, "taurus_tasks{state=\"pending\"}") == Some(10.0)).then_some(text)
-        })
-        .await;
+        let text = cluster
+            .scrape_when(
+                id,
+                "applies every submit",
+                "taurus_tasks{state=\"pending\"}",
+                10.0,
+            )
+            .await;
         check_conventions(&text);
-        let queued: f64 = taurus_master::metrics::samples(&text)
-            .filter(|(s, _)| s.starts_with("taurus_queue_tasks{"))
-            .map(|(_, v)| v)
-            .sum();
+        let queued = sum(&text, "taurus_queue_tasks{");
         assert_eq!(queued, 10.0, "master {id}: every pending task is queued");
         assert_eq!(value(&text, "taurus_queue_tasks{priority=\"100..999\"}"), 1.0);
         assert_eq!(value(&text, "taurus_queue_tasks{priority=\"<=-1000\"}"), 1.0);
@@ -349,7 +243,7 @@ async fn metrics_report_what_the_cluster_did() {
 
     // An agent with two slots gets the two most urgent tasks and claims them.
     let agent = "metrics-agent";
-    let mut agents = AgentServiceClient::new(cluster.channel(leader));
+    let mut agents = cluster.agents(leader);
     let epoch = agents
         .register_agent(v1::RegisterAgentRequest {
             id: agent.into(),
@@ -421,16 +315,11 @@ async fn metrics_report_what_the_cluster_did() {
     // Every master's state: two running, eight pending, one alive agent with both slots used.
     let mut scrapes = BTreeMap::new();
     for id in 1..=3 {
-        let text = eventually(&format!("master {id} applies the starts"), || async {
-            let text = cluster.scrape(id).await;
-            (sample(&text, "taurus_tasks{state=\"running\"}") == Some(2.0)).then_some(text)
-        })
-        .await;
+        let text = cluster
+            .scrape_when(id, "applies the starts", "taurus_tasks{state=\"running\"}", 2.0)
+            .await;
         check_conventions(&text);
-        let by_state: f64 = taurus_master::metrics::samples(&text)
-            .filter(|(s, _)| s.starts_with("taurus_tasks{state="))
-            .map(|(_, v)| v)
-            .sum();
+        let by_state = sum(&text, "taurus_tasks{state=");
         assert_eq!(
             by_state, 10.0,
             "master {id}: tasks by state sum to what was submitted"
@@ -453,6 +342,11 @@ async fn metrics_report_what_the_cluster_did() {
         assert!(value(&text, "taurus_raft_commit_index") >= value(&text, "taurus_raft_applied_index"));
         assert!(value(&text, "taurus_raft_log_entries") > 0.0);
         assert!(value(&text, "taurus_store_size_bytes") > 0.0);
+        // No snapshot yet at this point of the test: no index, no file.
+        assert_eq!(value(&text, "taurus_raft_snapshot_index"), 0.0);
+        assert_eq!(value(&text, "taurus_raft_snapshot_size_bytes"), 0.0);
+        assert!(value(&text, "process_resident_memory_bytes") > 0.0);
+        assert!(value(&text, "process_open_fds") > 0.0);
         assert!(value(&text, "taurus_raft_leader_changes_total") >= 1.0);
         assert_eq!(value(&text, "taurus_raft_id"), id as f64);
         scrapes.insert(id, text);
@@ -494,7 +388,7 @@ async fn metrics_report_what_the_cluster_did() {
     assert!(value(on_leader, "taurus_scheduling_round_duration_seconds_count") >= 1.0);
     assert_eq!(value(on_leader, "taurus_agent_heartbeat_timeouts_total"), 0.0);
 
-    let answer = get(&cluster.masters[&leader].http, "/metrics").await;
+    let answer = get(cluster.http(leader), "/metrics").await;
     assert_eq!(
         answer.headers.get("content-type").map(String::as_str),
         Some(taurus_master::metrics::CONTENT_TYPE)
@@ -502,14 +396,14 @@ async fn metrics_report_what_the_cluster_did() {
     // An open assignment stream would hold its master's gRPC server open.
     drop(feed);
     drop(agents);
-    cluster.stop().await;
+    cluster.stop_all().await;
 }
 
 #[tokio::test]
 async fn an_http_address_in_use_is_a_config_error_naming_http_listen() {
     let dir = TempDir::new().expect("tempdir");
-    let taken = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let taken = common::bind("127.0.0.1").await;
+    let grpc = common::bind("127.0.0.1").await;
     let mut config = MasterConfig {
         listen: grpc.local_addr().expect("addr"),
         data_dir: dir.path().join("m1"),

@@ -10,140 +10,48 @@
 //! `TAURUS_REQUIRE_CHROMIUM=1` (CI), where it fails saying what to install. The screenshot is
 //! saved as `target/status-page.png`.
 
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
-use std::time::Instant;
 
-use taurus_master::MasterError;
-use taurus_master::config::MasterConfig;
 use taurus_master::monitor::MonitorConfig;
-use taurus_master::run_with_listeners;
 use taurus_protocol::v1;
-use taurus_protocol::v1::agent_service_client::AgentServiceClient;
-use taurus_protocol::v1::cluster_service_client::ClusterServiceClient;
-use taurus_protocol::v1::task_service_client::TaskServiceClient;
-use taurus_store::network::Channels;
 use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 
+mod common;
+
+use common::Cluster;
+use common::eventually_within;
+
+/// The bound on every wait of this file (longer than `common::WAIT`).
 const WAIT: Duration = Duration::from_secs(30);
 /// How long one Chromium run may take.
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
 const AGENT: &str = "agent-7";
 const HOSTILE_NAME: &str = r#"<script>document.title="pwned"</script><b id="injected">x</b>"#;
 
-/// Polls `f` until it yields `Some`, at most `WAIT`; panics naming `what` otherwise.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-struct Master {
-    http: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), MasterError>>>,
-}
-
-struct Cluster {
-    _dir: TempDir,
-    peers: BTreeMap<u64, String>,
-    masters: BTreeMap<u64, Master>,
-}
-
-impl Cluster {
-    async fn start(n: u64) -> Cluster {
-        let dir = TempDir::new().expect("tempdir");
-        let mut listeners = BTreeMap::new();
-        for id in 1..=n {
-            let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-            let http = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-            listeners.insert(id, (grpc, http));
-        }
-        let peers: BTreeMap<u64, String> = listeners
-            .iter()
-            .map(|(id, (l, _))| (*id, l.local_addr().expect("local addr").to_string()))
-            .collect();
-        let mut masters = BTreeMap::new();
-        for (id, (grpc, http)) in listeners {
-            let mut config = MasterConfig {
-                id,
-                listen: grpc.local_addr().expect("local addr"),
-                data_dir: dir.path().join(format!("m{id}")),
-                peers: peers.clone(),
-                monitor: MonitorConfig {
-                    sample_interval: Duration::from_millis(200),
-                    heartbeat_late: Duration::from_secs(1),
-                    lag_for: Duration::from_secs(1),
-                    ..MonitorConfig::default()
-                },
-                ..MasterConfig::default()
+/// `n` masters, each with an HTTP port, sampling every 200 ms and reporting a heartbeat late
+/// after 1 s and a lagging master after 1 s.
+async fn start(n: u64) -> Cluster {
+    Cluster::builder()
+        .configure(|c| {
+            c.monitor = MonitorConfig {
+                sample_interval: Duration::from_millis(200),
+                heartbeat_late: Duration::from_secs(1),
+                lag_for: Duration::from_secs(1),
+                ..MonitorConfig::default()
             };
             // The fake agent never heartbeats: keep it alive (not declared down) for the test.
-            config.scheduler.agent_ttl = Duration::from_secs(120);
-            let http_addr = http.local_addr().expect("local addr").to_string();
-            let (tx, rx) = oneshot::channel::<()>();
-            let task = tokio::spawn(run_with_listeners(
-                config,
-                grpc,
-                Some(http),
-                Channels::default(),
-                async {
-                    let _ = rx.await;
-                },
-            ));
-            masters.insert(
-                id,
-                Master {
-                    http: http_addr,
-                    stop: Some(tx),
-                    task: Some(task),
-                },
-            );
-        }
-        Cluster {
-            _dir: dir,
-            peers,
-            masters,
-        }
-    }
-
-    fn channel(&self, id: u64) -> Channel {
-        taurus_store::network::channel_to(&self.peers[&id]).expect("channel")
-    }
-
-    fn cluster_api(&self, id: u64) -> ClusterServiceClient<Channel> {
-        ClusterServiceClient::new(self.channel(id))
-    }
-
-    async fn leader(&self) -> u64 {
-        eventually("a leader", || async {
-            let mut req = tonic::Request::new(v1::ClusterStatusRequest {});
-            req.set_timeout(Duration::from_secs(2));
-            let s = self.cluster_api(1).get_status(req).await.ok()?.into_inner();
-            (s.leader != 0).then_some(s.leader)
+            c.scheduler.agent_ttl = Duration::from_secs(120);
         })
+        .http()
+        .wait(WAIT)
+        .start(n)
         .await
-    }
+}
 
+/// This file's view of a cluster: its monitoring report.
+impl Cluster {
     async fn monitoring(&self, via: u64, local: bool) -> Option<v1::MonitoringReport> {
         let mut req = tonic::Request::new(v1::MonitoringRequest { local });
         req.set_timeout(Duration::from_secs(5));
@@ -152,32 +60,6 @@ impl Cluster {
             .await
             .ok()
             .map(|r| r.into_inner())
-    }
-
-    async fn stop(&mut self, id: u64) {
-        let m = self.masters.get_mut(&id).expect("known master");
-        if let Some(tx) = m.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = m.task.take() {
-            let r = tokio::time::timeout(WAIT, task)
-                .await
-                .expect("master stops in time");
-            r.expect("master task").expect("master ran cleanly");
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for m in self.masters.values_mut() {
-            if let Some(tx) = m.stop.take() {
-                let _ = tx.send(());
-            }
-            if let Some(t) = m.task.take() {
-                t.abort();
-            }
-        }
     }
 }
 
@@ -205,7 +87,7 @@ fn settled(r: &v1::MonitoringReport) -> bool {
 /// Registers the fake agent (2 slots) through `via`, submits tasks, and once the leader has
 /// placed them, claims and finishes `build-1` with exit 0.
 async fn populate(cluster: &Cluster, via: u64) {
-    let mut agents = AgentServiceClient::new(cluster.channel(via));
+    let mut agents = cluster.agents(via);
     agents
         .register_agent(v1::RegisterAgentRequest {
             id: AGENT.into(),
@@ -232,7 +114,7 @@ async fn populate(cluster: &Cluster, via: u64) {
         }),
         ..Default::default()
     };
-    let mut tasks = TaskServiceClient::new(cluster.channel(via));
+    let mut tasks = cluster.tasks(via);
     tasks
         .submit_tasks(v1::SubmitTasksRequest {
             tasks: vec![spec("build-1", "nightly build"), spec("hostile", HOSTILE_NAME)],
@@ -250,7 +132,7 @@ async fn populate(cluster: &Cluster, via: u64) {
         })
         .await
         .expect("submit");
-    let token = eventually("build-1 placed on the agent", || {
+    let token = eventually_within("build-1 placed on the agent", WAIT, || {
         let mut tasks = tasks.clone();
         async move {
             let t = tasks
@@ -294,13 +176,13 @@ async fn populate(cluster: &Cluster, via: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn get_monitoring_answers_the_leaders_view_through_any_master() {
-    let mut cluster = Cluster::start(3).await;
+    let mut cluster = start(3).await;
     let leader = cluster.leader().await;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     populate(&cluster, follower).await;
 
     // Through a follower: forwarded to the leader, which alone knows heartbeats.
-    let r = eventually("heartbeat_missing for the silent agent", || async {
+    let r = eventually_within("heartbeat_missing for the silent agent", WAIT, || async {
         let r = cluster.monitoring(follower, false).await?;
         (settled(&r) && has_anomaly(&r, "heartbeat_missing", &format!("agent/{AGENT}"))).then_some(r)
     })
@@ -324,7 +206,7 @@ async fn get_monitoring_answers_the_leaders_view_through_any_master() {
     assert!(r.samples > 0);
 
     // The same figures on the leader's /metrics.
-    let metrics = http_get(&cluster.masters[&leader].http, "/metrics").await;
+    let metrics = http_get(cluster.http(leader), "/metrics").await;
     let value = |series: &str| {
         taurus_master::metrics::sample(&metrics, series)
             .unwrap_or_else(|| panic!("{series} in /metrics:\n{metrics}"))
@@ -352,7 +234,7 @@ async fn get_monitoring_answers_the_leaders_view_through_any_master() {
         .find(|id| *id != leader && *id != follower)
         .expect("another follower");
     cluster.stop(victim).await;
-    eventually("master_unreachable for the stopped master", || async {
+    eventually_within("master_unreachable for the stopped master", WAIT, || async {
         let r = cluster.monitoring(follower, false).await?;
         has_anomaly(&r, "master_unreachable", &format!("master/{victim}")).then_some(())
     })
@@ -448,16 +330,16 @@ async fn status_page_renders_in_headless_chromium() {
         );
         return;
     };
-    let cluster = Cluster::start(3).await;
+    let cluster = start(3).await;
     let leader = cluster.leader().await;
     populate(&cluster, leader).await;
-    eventually("heartbeat_missing on the leader", || async {
+    eventually_within("heartbeat_missing on the leader", WAIT, || async {
         let r = cluster.monitoring(leader, true).await?;
         (settled(&r) && has_anomaly(&r, "heartbeat_missing", &format!("agent/{AGENT}"))).then_some(())
     })
     .await;
 
-    let url = format!("http://{}/", cluster.masters[&leader].http);
+    let url = format!("http://{}/", cluster.http(leader));
     let profile = TempDir::new().expect("tempdir");
     let dom = chromium(&bin, profile.path(), &["--dump-dom"], &url).await;
 

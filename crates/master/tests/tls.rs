@@ -3,15 +3,12 @@
 //! without a certificate, or dialling a name the master's certificate does not carry are
 //! refused. Nothing sleeps to hope: waits poll for an observable event with a bound.
 
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
-use std::time::Instant;
 
 use taurus_client::Client;
 use taurus_client::ClientError;
-use taurus_master::MasterError;
+use taurus_master::config::AuthConfig;
 use taurus_master::config::MasterConfig;
 use taurus_master::run_with_listener;
 use taurus_protocol::tls::TlsFiles;
@@ -22,96 +19,45 @@ use taurus_protocol::v1::task_service_client::TaskServiceClient;
 use taurus_store::network::Channels;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::transport::Certificate;
 use tonic::transport::ClientTlsConfig;
 use tonic::transport::Identity;
 
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
 
-/// Polls `f` until it yields `Some`, at most `WAIT`; panics naming `what` otherwise.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+use common::Cluster;
+use common::WAIT;
+use common::bind;
+use common::eventually;
+
+/// Masters serving TLS, one per `(listener, files)`, all members of one cluster.
+fn start(masters: Vec<(TcpListener, TlsFiles)>) -> Cluster {
+    start_with(masters, false)
 }
 
-/// Masters serving TLS; stopped when dropped.
-struct Cluster {
-    dir: TempDir,
-    addrs: Vec<String>,
-    stops: Vec<oneshot::Sender<()>>,
-    tasks: Vec<JoinHandle<Result<(), MasterError>>>,
-}
-
-impl Cluster {
-    /// One master per `(listener, files)`, all members of one cluster.
-    fn start(masters: Vec<(TcpListener, TlsFiles)>) -> Cluster {
-        Self::start_with(masters, false)
-    }
-
-    /// Like [`Cluster::start`], with authentication on (`[auth] enabled`) when `auth`.
-    fn start_with(masters: Vec<(TcpListener, TlsFiles)>, auth: bool) -> Cluster {
-        let dir = TempDir::new().expect("tempdir");
-        let peers: BTreeMap<u64, String> = masters
-            .iter()
-            .enumerate()
-            .map(|(i, (l, _))| (i as u64 + 1, l.local_addr().expect("local addr").to_string()))
-            .collect();
-        let mut cluster = Cluster {
-            dir,
-            addrs: peers.values().cloned().collect(),
-            stops: Vec::new(),
-            tasks: Vec::new(),
-        };
-        for (i, (listener, files)) in masters.into_iter().enumerate() {
-            let id = i as u64 + 1;
-            let config = MasterConfig {
-                id,
-                listen: listener.local_addr().expect("local addr"),
-                data_dir: cluster.dir.path().join(format!("m{id}")),
-                peers: peers.clone(),
-                tls: Some(files),
-                auth: taurus_master::config::AuthConfig {
-                    enabled: auth,
-                    ..Default::default()
-                },
-                ..MasterConfig::default()
+/// Like [`start`], with authentication on (`[auth] enabled`) when `auth`.
+fn start_with(masters: Vec<(TcpListener, TlsFiles)>, auth: bool) -> Cluster {
+    let (listeners, files): (Vec<TcpListener>, Vec<TlsFiles>) = masters.into_iter().unzip();
+    // Each master is handed plain peer channels: it must switch them to TLS itself.
+    Cluster::builder()
+        .configure(move |c| {
+            c.tls = Some(files[c.id as usize - 1].clone());
+            c.auth = AuthConfig {
+                enabled: auth,
+                ..Default::default()
             };
-            let (tx, rx) = oneshot::channel::<()>();
-            // Plain channels handed in: the master must switch them to TLS itself.
-            cluster.tasks.push(tokio::spawn(run_with_listener(
-                config,
-                listener,
-                Channels::default(),
-                async {
-                    let _ = rx.await;
-                },
-            )));
-            cluster.stops.push(tx);
-        }
-        cluster
-    }
+        })
+        .start_on(listeners)
+}
 
+/// This file's wait for a leader, over TLS.
+impl Cluster {
     /// Waits until every master sees the same leader (which needs Raft over TLS).
-    async fn leader(&self, client_files: &TlsFiles) -> u64 {
+    async fn leader_over_tls(&self, client_files: &TlsFiles) -> u64 {
         eventually("every master sees one leader", || async {
             let mut leaders = Vec::new();
-            for addr in &self.addrs {
-                let c = Client::with_tls(vec![addr.clone()], client_files)
+            for addr in self.addrs() {
+                let c = Client::with_tls(vec![addr], client_files)
                     .expect("client")
                     .with_deadline(Duration::from_secs(1));
                 leaders.push(c.cluster_status().await.ok()?.leader);
@@ -120,23 +66,6 @@ impl Cluster {
         })
         .await
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for tx in self.stops.drain(..) {
-            let _ = tx.send(());
-        }
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-async fn listener(host: &str) -> TcpListener {
-    TcpListener::bind(format!("{host}:0"))
-        .await
-        .expect("bind loopback")
 }
 
 /// A CA with `masters` master certificates and the client certificates `clients` in `dir`.
@@ -189,16 +118,15 @@ async fn three_masters_over_tls_serve_a_client_end_to_end() {
     let (masters, clients) = certs(pki.path(), 3, &["alice"]);
     let mut pairs = Vec::new();
     for files in masters {
-        pairs.push((listener("127.0.0.1").await, files));
+        pairs.push((bind("127.0.0.1").await, files));
     }
-    let cluster = Cluster::start(pairs);
+    let cluster = start(pairs);
     let alice = &clients[0];
-    let leader = cluster.leader(alice).await;
+    let leader = cluster.leader_over_tls(alice).await;
 
     // Submit through a follower (forwarded to the leader over TLS).
     let follower = (1..=3u64).find(|id| *id != leader).expect("a follower");
-    let via_follower =
-        Client::with_tls(vec![cluster.addrs[follower as usize - 1].clone()], alice).expect("client");
+    let via_follower = Client::with_tls(vec![cluster.addr(follower).to_string()], alice).expect("client");
     assert!(via_follower.masters()[0].starts_with("https://"));
     let submitted = via_follower
         .submit(vec![spec("tls-1"), spec("tls-2")])
@@ -208,7 +136,7 @@ async fn three_masters_over_tls_serve_a_client_end_to_end() {
     assert!(submitted.results.iter().all(|r| r.created && r.log_index > 0));
 
     // A linearizable read on every master (read index from the leader over TLS) sees it.
-    for addr in &cluster.addrs {
+    for addr in &cluster.addrs() {
         let c = Client::with_tls(vec![addr.clone()], alice).expect("client");
         let got = c.get_task("tls-2", false).await.expect("linearizable read");
         let task = got.task.expect("task");
@@ -217,7 +145,7 @@ async fn three_masters_over_tls_serve_a_client_end_to_end() {
     }
 
     // The whole cluster through one client, as the CLI uses it.
-    let all = Client::with_tls(cluster.addrs.clone(), alice).expect("client");
+    let all = Client::with_tls(cluster.addrs(), alice).expect("client");
     let again = all.submit(vec![spec("tls-1")]).await.expect("resubmit");
     assert!(
         !again.results[0].created,
@@ -232,10 +160,10 @@ async fn clients_without_the_clusters_trust_are_refused() {
     let foreign_pki = TempDir::new().expect("tempdir");
     let (_, foreign) = certs(foreign_pki.path(), 0, &["mallory"]);
     let files = masters.into_iter().next().expect("master certificate");
-    let cluster = Cluster::start(vec![(listener("127.0.0.1").await, files)]);
+    let cluster = start(vec![(bind("127.0.0.1").await, files)]);
     let alice = &clients[0];
-    cluster.leader(alice).await;
-    let addrs = cluster.addrs.clone();
+    cluster.leader_over_tls(alice).await;
+    let addrs = cluster.addrs();
     let refused = |tls: Option<ClientTlsConfig>, id: &'static str| refused_submit(&addrs[0], tls, id);
     let ca = std::fs::read(&alice.ca_file).expect("CA file");
     let trusting = || ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.clone()));
@@ -295,16 +223,16 @@ async fn a_master_certificate_for_another_host_fails_server_name_checking() {
     let right_name = write(Role::Master, "master-2", &["127.0.0.2".to_string()]);
     let alice = write(Role::Client, "alice", &[]);
 
-    let wrong = Cluster::start(vec![(listener("127.0.0.2").await, default_names)]);
-    let right = Cluster::start(vec![(listener("127.0.0.2").await, right_name)]);
+    let wrong = start(vec![(bind("127.0.0.2").await, default_names)]);
+    let right = start(vec![(bind("127.0.0.2").await, right_name)]);
 
-    let ok = Client::with_tls(right.addrs.clone(), &alice).expect("client");
+    let ok = Client::with_tls(right.addrs(), &alice).expect("client");
     eventually("the master whose certificate names 127.0.0.2 answers", || async {
         ok.cluster_status().await.ok()
     })
     .await;
 
-    let e = refused_submit(&wrong.addrs[0], Some(alice.client_config().expect("files")), "x").await;
+    let e = refused_submit(wrong.addr(1), Some(alice.client_config().expect("files")), "x").await;
     assert!(e.contains("not valid for name \"127.0.0.2\""), "{e}");
 }
 
@@ -314,7 +242,7 @@ async fn a_master_with_unusable_tls_files_refuses_to_start_naming_the_file() {
     let (masters, _) = certs(pki.path(), 1, &[]);
     let mut files = masters.into_iter().next().expect("master certificate");
     files.key_file = pki.path().join("missing.key");
-    let l = listener("127.0.0.1").await;
+    let l = bind("127.0.0.1").await;
     let config = MasterConfig {
         listen: l.local_addr().expect("local addr"),
         data_dir: pki.path().join("data"),
@@ -365,19 +293,19 @@ async fn a_node_that_is_not_a_member_cannot_vote_even_with_a_valid_certificate()
     let files = generate::write_set(pki.path(), &holders, false).expect("certificates");
     let mut pairs = Vec::new();
     for f in &files[..3] {
-        pairs.push((listener("127.0.0.1").await, f.clone()));
+        pairs.push((bind("127.0.0.1").await, f.clone()));
     }
-    let cluster = Cluster::start(pairs);
+    let cluster = start(pairs);
     let (alice, rogue, agent) = (&files[3], &files[4], &files[5]);
-    let leader = cluster.leader(alice).await;
-    let status = Client::with_tls(cluster.addrs.clone(), alice)
+    let leader = cluster.leader_over_tls(alice).await;
+    let status = Client::with_tls(cluster.addrs(), alice)
         .expect("client")
         .cluster_status()
         .await
         .expect("status");
     let term = status.term;
 
-    for addr in &cluster.addrs {
+    for addr in &cluster.addrs() {
         // A valid master certificate, but node 9 is no member: refused before Raft sees it.
         let e = raw_vote(addr, rogue, 9, term + 100)
             .await
@@ -399,7 +327,7 @@ async fn a_node_that_is_not_a_member_cannot_vote_even_with_a_valid_certificate()
             .expect("a member's (stale) vote is answered");
     }
     // Nothing reached Raft: the term did not jump and the leader stayed.
-    let after = Client::with_tls(cluster.addrs.clone(), alice)
+    let after = Client::with_tls(cluster.addrs(), alice)
         .expect("client")
         .cluster_status()
         .await
@@ -421,11 +349,11 @@ async fn an_agent_certificate_acts_only_as_the_agent_it_names() {
         (Role::Agent, "worker-1"),
     ];
     let files = generate::write_set(pki.path(), &holders, false).expect("certificates");
-    let cluster = Cluster::start_with(vec![(listener("127.0.0.1").await, files[0].clone())], true);
+    let cluster = start_with(vec![(bind("127.0.0.1").await, files[0].clone())], true);
     let (alice, worker) = (&files[1], &files[2]);
     // The first admin token (allowed once, without a token, to a holder of a CA certificate).
     let admin = eventually("the ACL bootstrapped", || async {
-        Client::with_tls(cluster.addrs.clone(), alice)
+        Client::with_tls(cluster.addrs(), alice)
             .ok()?
             .with_deadline(Duration::from_secs(1))
             .acl_bootstrap("admin")
@@ -436,7 +364,7 @@ async fn an_agent_certificate_acts_only_as_the_agent_it_names() {
     assert!(!admin.secret.is_empty());
 
     let tls = worker.client_config().expect("client tls");
-    let channel = taurus_protocol::tls::endpoint(&cluster.addrs[0], Some(&tls))
+    let channel = taurus_protocol::tls::endpoint(cluster.addr(1), Some(&tls))
         .expect("endpoint")
         .connect_lazy();
     let mut agent = AgentServiceClient::new(channel);
@@ -488,7 +416,7 @@ async fn an_agent_certificate_acts_only_as_the_agent_it_names() {
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     // An agent certificate is no user: it may not submit.
     let mut tasks = TaskServiceClient::new(
-        taurus_protocol::tls::endpoint(&cluster.addrs[0], Some(&tls))
+        taurus_protocol::tls::endpoint(cluster.addr(1), Some(&tls))
             .expect("endpoint")
             .connect_lazy(),
     );

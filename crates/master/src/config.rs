@@ -347,6 +347,12 @@ impl MasterConfig {
                 "raft.election_timeout_min: must be below raft.election_timeout_max".into(),
             ));
         }
+        if r.snapshot_every_entries == 0 {
+            // 0 would snapshot after every entry: the whole state written per write.
+            return Err(MasterError::Config(
+                "raft.snapshot_every_entries: must be at least 1".into(),
+            ));
+        }
         let s = &self.scheduler;
         if s.interval.is_zero() || s.max_placements == 0 {
             return Err(MasterError::Config(
@@ -537,6 +543,14 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("heartbeat_interval")
+        );
+        let mut c = MasterConfig::default();
+        c.raft.snapshot_every_entries = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("raft.snapshot_every_entries")
         );
         let c = MasterConfig {
             peers: parse_peers("2=127.0.0.1:1").expect("parses"),

@@ -303,16 +303,29 @@ impl Harness {
     }
 
     fn assign(&self, task: &str, token: u64, command: &[&str]) {
-        self.push(v1::AssignmentBatch {
+        let resources = v1::Resources {
+            cpu_millis: 1000,
+            memory_mb: 10,
+            disk_mb: 0,
+        };
+        self.push(self.assignment(task, token, command, Some(resources)));
+    }
+
+    /// A batch assigning attempt 1 of `task` with fencing token `token`, at the fake's applied
+    /// index.
+    fn assignment(
+        &self,
+        task: &str,
+        token: u64,
+        command: &[&str],
+        resources: Option<v1::Resources>,
+    ) -> v1::AssignmentBatch {
+        v1::AssignmentBatch {
             assign: vec![v1::Assignment {
                 spec: Some(v1::TaskSpec {
                     id: task.into(),
                     command: command.iter().map(|s| s.to_string()).collect(),
-                    resources: Some(v1::Resources {
-                        cpu_millis: 1000,
-                        memory_mb: 10,
-                        disk_mb: 0,
-                    }),
+                    resources,
                     ..Default::default()
                 }),
                 attempt: 1,
@@ -320,7 +333,7 @@ impl Harness {
             }],
             applied_index: self.fake.epoch.load(Ordering::SeqCst),
             ..Default::default()
-        });
+        }
     }
 
     /// The process group of the (only) running task, from `running.pgids`.
@@ -339,20 +352,35 @@ impl Harness {
         }
     }
 
-    fn finished_reports_of(&self, task: &str) -> usize {
+    fn finished_of(&self, task: &str) -> Vec<&v1::TaskStatusReport> {
         self.reports
             .iter()
             .filter(|r| r.task_id == task && r.kind == v1::ReportKind::Finished as i32)
-            .count()
+            .collect()
     }
 
-    async fn shutdown(mut self) -> Self {
+    fn finished_reports_of(&self, task: &str) -> usize {
+        self.finished_of(task).len()
+    }
+
+    /// Sends the shutdown signal (once).
+    fn signal_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+
+    async fn shutdown(mut self) -> Self {
+        self.signal_shutdown();
+        self.stopped("the agent stops").await
+    }
+
+    /// Waits for the agent task to end (`what`: how it should) and returns the harness with every
+    /// report seen on the way.
+    async fn stopped(mut self, what: &str) -> Self {
         let result = tokio::time::timeout(WAIT, &mut self.agent)
             .await
-            .expect("the agent stops")
+            .expect(what)
             .expect("joins");
         assert!(result.is_ok(), "{result:?}");
         // Collect what was reported during the shutdown.
@@ -362,6 +390,29 @@ impl Harness {
             }
         }
         self
+    }
+
+    /// Assigns `task` and waits until it runs; returns its process group.
+    async fn start_running(&mut self, task: &str, token: u64, command: &[&str]) -> i32 {
+        self.assign(task, token, command);
+        self.wait_report(task, v1::ReportKind::Started).await;
+        self.running_pgid().await
+    }
+
+    /// Waits for a heartbeat that lists a running attempt.
+    async fn wait_busy_heartbeat(&mut self, task: &str) {
+        self.wait_for(
+            &format!("a heartbeat listing {task}"),
+            |s| matches!(s, Seen::Heartbeat(hb) if !hb.running.is_empty()),
+        )
+        .await;
+    }
+
+    /// The one FINISHED report of `task` (asserting there is exactly one).
+    fn only_finished(&self, task: &str) -> &v1::TaskStatusReport {
+        let finished = self.finished_of(task);
+        assert_eq!(finished.len(), 1, "{:?}", self.reports);
+        finished[0]
     }
 }
 
@@ -432,9 +483,9 @@ async fn a_stale_claim_never_runs() {
 #[tokio::test]
 async fn a_stop_kills_the_attempt_without_a_report() {
     let mut h = Harness::start(|_| {}).await;
-    h.assign("t1", 31, &["sh", "-c", "sleep 30 & sleep 30"]);
-    h.wait_report("t1", v1::ReportKind::Started).await;
-    let pgid = h.running_pgid().await;
+    let pgid = h
+        .start_running("t1", 31, &["sh", "-c", "sleep 30 & sleep 30"])
+        .await;
     h.wait_for("a heartbeat listing t1", |s| {
         matches!(s, Seen::Heartbeat(hb) if hb.running.iter().any(|r| r.task_id == "t1" && r.fencing_token == 31)
             && hb.used.as_ref().is_some_and(|u| u.cpu_millis == 1000))
@@ -460,14 +511,10 @@ async fn a_stop_kills_the_attempt_without_a_report() {
 #[tokio::test]
 async fn the_agent_fences_itself_when_heartbeats_go_unanswered() {
     let mut h = Harness::start(|_| {}).await;
-    h.assign("t1", 41, &["sh", "-c", "sleep 30 & sleep 30"]);
-    h.wait_report("t1", v1::ReportKind::Started).await;
-    let pgid = h.running_pgid().await;
-    h.wait_for(
-        "a heartbeat listing t1",
-        |s| matches!(s, Seen::Heartbeat(hb) if !hb.running.is_empty()),
-    )
-    .await;
+    let pgid = h
+        .start_running("t1", 41, &["sh", "-c", "sleep 30 & sleep 30"])
+        .await;
+    h.wait_busy_heartbeat("t1").await;
 
     h.fake.heartbeats_fail.store(true, Ordering::SeqCst);
     let cut = Instant::now();
@@ -502,9 +549,7 @@ async fn the_agent_fences_itself_when_heartbeats_go_unanswered() {
 #[tokio::test]
 async fn told_to_reregister_the_agent_kills_everything_and_registers_again() {
     let mut h = Harness::start(|_| {}).await;
-    h.assign("t1", 51, &["sh", "-c", "sleep 30"]);
-    h.wait_report("t1", v1::ReportKind::Started).await;
-    let pgid = h.running_pgid().await;
+    let pgid = h.start_running("t1", 51, &["sh", "-c", "sleep 30"]).await;
     // A master that has not applied the registration (applied index below the epoch) cannot
     // judge: the agent reconnects instead of re-registering.
     h.push(v1::AssignmentBatch {
@@ -530,38 +575,23 @@ async fn told_to_reregister_the_agent_kills_everything_and_registers_again() {
 #[tokio::test]
 async fn shutdown_kills_running_attempts_and_reports_them() {
     let mut h = Harness::start(|c| c.drain_timeout = Duration::ZERO).await;
-    h.assign("t1", 61, &["sh", "-c", "sleep 30 & sleep 30"]);
-    h.wait_report("t1", v1::ReportKind::Started).await;
-    let pgid = h.running_pgid().await;
+    let pgid = h
+        .start_running("t1", 61, &["sh", "-c", "sleep 30 & sleep 30"])
+        .await;
     let h = h.shutdown().await;
     assert!(!pgroup::group_has_live_members(pgid));
-    let finished: Vec<_> = h
-        .reports
-        .iter()
-        .filter(|r| r.task_id == "t1" && r.kind == v1::ReportKind::Finished as i32)
-        .collect();
-    assert_eq!(finished.len(), 1, "{:?}", h.reports);
-    assert_eq!(finished[0].end, "killed");
-    assert_eq!(finished[0].error, "killed: the agent is shutting down");
+    let finished = h.only_finished("t1");
+    assert_eq!(finished.end, "killed");
+    assert_eq!(finished.error, "killed: the agent is shutting down");
 }
 
 #[tokio::test]
 async fn shutdown_with_a_drain_timeout_lets_short_attempts_finish() {
     let mut h = Harness::start(|c| c.drain_timeout = Duration::from_secs(10)).await;
     h.assign("t1", 71, &["taurus:sleep", "300"]);
-    h.wait_for(
-        "a heartbeat listing t1",
-        |s| matches!(s, Seen::Heartbeat(hb) if !hb.running.is_empty()),
-    )
-    .await;
+    h.wait_busy_heartbeat("t1").await;
     let h = h.shutdown().await;
-    let finished: Vec<_> = h
-        .reports
-        .iter()
-        .filter(|r| r.task_id == "t1" && r.kind == v1::ReportKind::Finished as i32)
-        .collect();
-    assert_eq!(finished.len(), 1, "{:?}", h.reports);
-    assert_eq!(finished[0].end, "succeeded");
+    assert_eq!(h.only_finished("t1").end, "succeeded");
 }
 
 #[tokio::test]
@@ -584,34 +614,12 @@ async fn a_second_agent_on_the_same_work_dir_is_refused() {
     h.shutdown().await;
 }
 
-/// Waits for the agent task to end by itself (no shutdown signal) and returns the harness with
-/// every report seen on the way.
-async fn ends_by_itself(mut h: Harness) -> Harness {
-    let result = tokio::time::timeout(WAIT, &mut h.agent)
-        .await
-        .expect("the agent stops by itself")
-        .expect("joins");
-    assert!(result.is_ok(), "{result:?}");
-    while let Ok(seen) = h.seen.try_recv() {
-        if let Seen::Report(r) = seen {
-            h.reports.push(r);
-        }
-    }
-    h
-}
-
 #[tokio::test]
 async fn a_signal_tells_the_masters_the_agent_is_draining() {
     let mut h = Harness::start(|c| c.drain_timeout = Duration::from_secs(10)).await;
     h.assign("t1", 81, &["taurus:sleep", "300"]);
-    h.wait_for(
-        "a heartbeat listing t1",
-        |s| matches!(s, Seen::Heartbeat(hb) if !hb.running.is_empty()),
-    )
-    .await;
-    if let Some(tx) = h.shutdown.take() {
-        let _ = tx.send(());
-    }
+    h.wait_busy_heartbeat("t1").await;
+    h.signal_shutdown();
     let Seen::Drain(drain) = h
         .wait_for("a drain request", |s| matches!(s, Seen::Drain(_)))
         .await
@@ -620,14 +628,8 @@ async fn a_signal_tells_the_masters_the_agent_is_draining() {
     };
     assert_eq!(drain.id, "agent-under-test");
     assert!(drain.drain && !drain.exit, "{drain:?}");
-    let h = ends_by_itself(h).await;
-    let finished: Vec<_> = h
-        .reports
-        .iter()
-        .filter(|r| r.task_id == "t1" && r.kind == v1::ReportKind::Finished as i32)
-        .collect();
-    assert_eq!(finished.len(), 1, "{:?}", h.reports);
-    assert_eq!(finished[0].end, "succeeded");
+    let h = h.stopped("the agent stops by itself").await;
+    assert_eq!(h.only_finished("t1").end, "succeeded");
 }
 
 #[tokio::test]
@@ -635,11 +637,7 @@ async fn an_exit_request_drains_running_work_takes_no_new_work_and_stops() {
     // The agent's own drain_timeout would kill at once: the request's deadline wins.
     let mut h = Harness::start(|c| c.drain_timeout = Duration::ZERO).await;
     h.assign("t1", 91, &["taurus:sleep", "2000"]);
-    h.wait_for(
-        "a heartbeat listing t1",
-        |s| matches!(s, Seen::Heartbeat(hb) if !hb.running.is_empty()),
-    )
-    .await;
+    h.wait_busy_heartbeat("t1").await;
     *h.fake.exit.lock().expect("lock") = Some(Some(10_000));
     h.wait_for("an exit answer", |s| matches!(s, Seen::ExitSent))
         .await;
@@ -649,29 +647,13 @@ async fn an_exit_request_drains_running_work_takes_no_new_work_and_stops() {
     })
     .await;
     // Work offered now is not taken (the feed is closed; a master would not offer it anyway).
+    let late = h.assignment("t2", 92, &["taurus:noop"], None);
     if let Some(tx) = h.fake.watch.lock().expect("lock").as_ref() {
-        let _ = tx.send(Ok(v1::AssignmentBatch {
-            assign: vec![v1::Assignment {
-                spec: Some(v1::TaskSpec {
-                    id: "t2".into(),
-                    command: vec!["taurus:noop".into()],
-                    ..Default::default()
-                }),
-                attempt: 1,
-                fencing_token: 92,
-            }],
-            applied_index: h.fake.epoch.load(Ordering::SeqCst),
-            ..Default::default()
-        }));
+        let _ = tx.send(Ok(late));
     }
-    let h = ends_by_itself(h).await;
-    let t1: Vec<_> = h
-        .reports
-        .iter()
-        .filter(|r| r.task_id == "t1" && r.kind == v1::ReportKind::Finished as i32)
-        .collect();
-    assert_eq!(t1.len(), 1, "{:?}", h.reports);
-    assert_eq!(t1[0].end, "succeeded", "{:?}", t1[0]);
+    let h = h.stopped("the agent stops by itself").await;
+    let t1 = h.only_finished("t1");
+    assert_eq!(t1.end, "succeeded", "{t1:?}");
     assert!(
         !h.reports.iter().any(|r| r.task_id == "t2"),
         "a draining agent claimed new work: {:?}",
@@ -682,21 +664,16 @@ async fn an_exit_request_drains_running_work_takes_no_new_work_and_stops() {
 #[tokio::test]
 async fn the_exit_deadline_kills_an_overlong_attempt_with_a_clear_reason() {
     let mut h = Harness::start(|c| c.drain_timeout = Duration::from_secs(60)).await;
-    h.assign("t1", 101, &["sh", "-c", "sleep 30 & sleep 30"]);
-    h.wait_report("t1", v1::ReportKind::Started).await;
-    let pgid = h.running_pgid().await;
+    let pgid = h
+        .start_running("t1", 101, &["sh", "-c", "sleep 30 & sleep 30"])
+        .await;
     *h.fake.exit.lock().expect("lock") = Some(Some(300));
-    let h = ends_by_itself(h).await;
+    let h = h.stopped("the agent stops by itself").await;
     assert!(!pgroup::group_has_live_members(pgid));
-    let finished: Vec<_> = h
-        .reports
-        .iter()
-        .filter(|r| r.task_id == "t1" && r.kind == v1::ReportKind::Finished as i32)
-        .collect();
-    assert_eq!(finished.len(), 1, "{:?}", h.reports);
-    assert_eq!(finished[0].end, "killed");
+    let finished = h.only_finished("t1");
+    assert_eq!(finished.end, "killed");
     assert_eq!(
-        finished[0].error,
+        finished.error,
         "killed: the agent's drain deadline passed while shutting down"
     );
 }

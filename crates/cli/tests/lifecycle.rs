@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::Agents;
 use common::Masters;
+use common::TestDir;
 use common::eventually;
 use taurus_client::Client;
 use taurus_client::v1;
@@ -17,46 +17,33 @@ use taurus_client::v1;
 /// Bound of every wait for something that should happen within seconds.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Masters and agents of one test in one directory; fields drop in order (processes first).
+/// Masters and agents of one test in one directory; fields drop in order (processes first,
+/// then the directory, which shows its logs and is kept on a failure).
 struct Cluster {
     agents: Agents,
     masters: Masters,
-    path: PathBuf,
-    dir: Option<tempfile::TempDir>,
+    dir: TestDir,
 }
 
 impl Cluster {
     async fn start(master_toml: &str) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("taurus-lifecycle-")
-            .tempdir()
-            .expect("tempdir");
-        let path = dir.path().to_path_buf();
+        let dir = TestDir::new("taurus-lifecycle-");
         let c = Cluster {
-            agents: Agents::new(&path),
-            masters: Masters::start_in(&path, master_toml),
-            path,
-            dir: Some(dir),
+            agents: Agents::new(dir.path()),
+            masters: Masters::start_in(dir.path(), master_toml),
+            dir,
         };
         c.leader(None).await;
         c
     }
 
     fn client(&self) -> Client {
-        Client::new(self.masters.addrs.clone())
-            .expect("client")
-            .with_deadline(Duration::from_secs(15))
+        self.masters.client()
     }
 
     /// Waits for a leader other than `not`, as seen through any master.
     async fn leader(&self, not: Option<u64>) -> u64 {
-        let client = self.client();
-        eventually("a leader", WAIT, async || match client.cluster_status().await {
-            Ok(s) if s.leader != 0 && Some(s.leader) != not => Ok(s.leader),
-            Ok(s) => Err(format!("leader {}", s.leader)),
-            Err(e) => Err(e.to_string()),
-        })
-        .await
+        common::wait_leader(&self.client(), not, WAIT).await
     }
 
     async fn wait_agent_state(&self, id: &str, want: v1::AgentState) {
@@ -83,28 +70,30 @@ impl Cluster {
         })
         .await
     }
-}
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.path)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        files.retain(|f| f.is_file());
-        files.sort();
-        for f in files {
-            eprintln!(
-                "\n--- {} (last 40 lines) ---\n{}",
-                f.display(),
-                common::log_tail(&f, 40)
-            );
-        }
-        if let Some(dir) = self.dir.take() {
-            eprintln!("test directory kept: {}", dir.keep().display());
-        }
+    /// Submits `spec` and waits until it runs.
+    async fn submit_running(&self, spec: v1::TaskSpec) {
+        let id = spec.id.clone();
+        self.client().submit(vec![spec]).await.expect("submit");
+        self.wait_task(&id, |t| state(t) == v1::TaskState::Running, "running")
+            .await;
+    }
+
+    /// `taurus agent drain ID --exit --deadline DEADLINE`, which must succeed.
+    fn drain_exit(&self, id: &str, deadline: &str) -> common::Run {
+        let flag = self.masters.flag();
+        let r = common::run(&[
+            "--masters",
+            &flag,
+            "agent",
+            "drain",
+            id,
+            "--exit",
+            "--deadline",
+            deadline,
+        ]);
+        assert_eq!(r.code, Some(0), "{r:?}");
+        r
     }
 }
 
@@ -164,7 +153,7 @@ async fn sigterm_on_the_leader_hands_leadership_over_and_loses_no_acknowledged_s
     let acked = writer.await.expect("writer");
     assert!(!acked.is_empty());
 
-    let log = std::fs::read_to_string(c.path.join(format!("master-{leader}.log"))).unwrap_or_default();
+    let log = std::fs::read_to_string(c.dir.path().join(format!("master-{leader}.log"))).unwrap_or_default();
     assert!(
         log.contains("leadership handed over"),
         "master {leader} handed leadership over (new leader {new_leader}) before exiting"
@@ -192,29 +181,14 @@ async fn drain_exit_lets_running_work_finish_sends_new_work_elsewhere_and_exits(
     c.wait_agent_state("agent-1", v1::AgentState::Alive).await;
     c.wait_agent_state("agent-2", v1::AgentState::Alive).await;
 
-    let client = c.client();
-    client
-        .submit(vec![task("long", "sleep 3", Some(("slot", "one")))])
-        .await
-        .expect("submit");
-    c.wait_task("long", |t| state(t) == v1::TaskState::Running, "running")
+    c.submit_running(task("long", "sleep 3", Some(("slot", "one"))))
         .await;
 
-    let r = common::run(&[
-        "--masters",
-        &flag,
-        "agent",
-        "drain",
-        "agent-1",
-        "--exit",
-        "--deadline",
-        "60s",
-    ]);
-    assert_eq!(r.code, Some(0), "{r:?}");
+    let r = c.drain_exit("agent-1", "60s");
     assert!(r.stdout.contains("exits"), "{r:?}");
 
     // New work goes to the other agent while agent-1 drains.
-    client
+    c.client()
         .submit(vec![task("new", "true", None)])
         .await
         .expect("submit during the drain");
@@ -238,25 +212,9 @@ async fn drain_exit_kills_what_outlives_the_deadline_and_says_why() {
     let flag = c.masters.flag();
     c.agents.start("agent-1", &flag, &[]);
     c.wait_agent_state("agent-1", v1::AgentState::Alive).await;
-    let client = c.client();
-    client
-        .submit(vec![task("overlong", "sleep 120", None)])
-        .await
-        .expect("submit");
-    c.wait_task("overlong", |t| state(t) == v1::TaskState::Running, "running")
-        .await;
+    c.submit_running(task("overlong", "sleep 120", None)).await;
 
-    let r = common::run(&[
-        "--masters",
-        &flag,
-        "agent",
-        "drain",
-        "agent-1",
-        "--exit",
-        "--deadline",
-        "1s",
-    ]);
-    assert_eq!(r.code, Some(0), "{r:?}");
+    c.drain_exit("agent-1", "1s");
     let status = c.agents.wait_exit("agent-1", WAIT);
     assert!(status.success(), "agent-1 exits 0 after its deadline: {status}");
     let t = c

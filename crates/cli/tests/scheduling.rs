@@ -21,6 +21,7 @@ use std::time::SystemTime;
 
 use common::Agents;
 use common::Masters;
+use common::TestDir;
 use common::eventually;
 use common::pid_alive;
 use taurus_client::Client;
@@ -38,29 +39,23 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------------
 
 /// Masters, agents and proxies of one test, in one directory. Fields drop in order: the
-/// processes are killed before the directory is removed.
+/// processes are killed before the directory is removed (or, on a failure, shown and kept).
 struct Cluster {
     agents: Agents,
     masters: Masters,
     proxies: Vec<TcpProxy>,
-    path: PathBuf,
-    dir: Option<tempfile::TempDir>,
+    dir: TestDir,
 }
 
 impl Cluster {
     /// Three masters with a leader, no agents yet.
     async fn masters_only() -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("taurus-scheduling-")
-            .tempdir()
-            .expect("tempdir");
-        let path = dir.path().to_path_buf();
+        let dir = TestDir::new("taurus-scheduling-");
         let c = Cluster {
-            agents: Agents::new(&path),
-            masters: Masters::start_in(&path, common::FAST_SCHEDULER_TOML),
+            agents: Agents::new(dir.path()),
+            masters: Masters::start_in(dir.path(), common::FAST_SCHEDULER_TOML),
             proxies: Vec::new(),
-            path,
-            dir: Some(dir),
+            dir,
         };
         c.wait_leader(None).await;
         c
@@ -80,9 +75,7 @@ impl Cluster {
 
     /// A client of every master.
     fn client(&self) -> Client {
-        Client::new(self.masters.addrs.clone())
-            .expect("client")
-            .with_deadline(Duration::from_secs(15))
+        self.masters.client()
     }
 
     /// A client of master `id` alone.
@@ -93,18 +86,12 @@ impl Cluster {
     }
 
     fn file(&self, name: &str) -> PathBuf {
-        self.path.join(name)
+        self.dir.path().join(name)
     }
 
     /// Waits for a leader (other than `not`) and returns its id.
     async fn wait_leader(&self, not: Option<u64>) -> u64 {
-        let client = self.client();
-        eventually("a leader", WAIT, async || match client.cluster_status().await {
-            Ok(s) if s.leader != 0 && Some(s.leader) != not => Ok(s.leader),
-            Ok(s) => Err(format!("leader {}", s.leader)),
-            Err(e) => Err(e.to_string()),
-        })
-        .await
+        common::wait_leader(&self.client(), not, WAIT).await
     }
 
     /// Waits until every agent in `ids` is registered and alive (linearizable read).
@@ -125,33 +112,6 @@ impl Cluster {
             }
         })
         .await
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        // Every file at the top of the directory: master and agent logs, observation files,
-        // pid files (the data and work directories are below it).
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.path)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        files.retain(|f| f.is_file());
-        files.sort();
-        let mut out = String::new();
-        for f in files {
-            let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            out.push_str(&format!(
-                "\n--- {name} (last 40 lines) ---\n{}\n",
-                common::log_tail(&f, 40)
-            ));
-        }
-        eprintln!("{out}");
-        if let Some(dir) = self.dir.take() {
-            eprintln!("test directory kept: {}", dir.keep().display());
-        }
     }
 }
 
@@ -180,7 +140,7 @@ fn sh_task(c: &Cluster, id: &str, script: &str) -> v1::TaskSpec {
     };
     let obs = c.file("tasks.obs");
     spec.env.insert("OBS".into(), obs.display().to_string());
-    spec.env.insert("DIR".into(), c.path.display().to_string());
+    spec.env.insert("DIR".into(), c.dir.path().display().to_string());
     spec
 }
 

@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::Child;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -100,21 +101,27 @@ impl Drop for Procs {
     }
 }
 
-/// A one-master cluster's `taurus master start`, logging to `log`.
-fn start_master(dir: &Path, addr: &str, extra: &[&str], env: &[(&str, &str)], log: &Path) -> Child {
-    let log = std::fs::File::create(log).expect("master log");
-    taurus()
+/// A one-master cluster's `taurus master start` in `dir`, with `--config` of `dir/master.toml`
+/// (written with `config_toml`) and `env`; returns the child and its log, `dir/master.log`.
+fn start_master(dir: &Path, addr: &str, config_toml: &str, env: &[(&str, &str)]) -> (Child, PathBuf) {
+    let config = dir.join("master.toml");
+    std::fs::write(&config, config_toml).expect("config");
+    let log_path = dir.join("master.log");
+    let log = std::fs::File::create(&log_path).expect("master log");
+    let child = taurus()
         .args(["master", "start", "--id", "1", "--listen", addr])
         .args(["--peers", &format!("1={addr}")])
         .arg("--data-dir")
         .arg(dir.join("master-1"))
-        .args(extra)
+        .arg("--config")
+        .arg(&config)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
-        .expect("master starts")
+        .expect("master starts");
+    (child, log_path)
 }
 
 /// Polls `probe` until it is `Ok`, failing after [`WAIT`] with its last error.
@@ -145,21 +152,9 @@ async fn json_logs_carry_node_agent_task_and_attempt() {
     let dir = tempfile::tempdir().expect("tempdir");
     let addr = format!("127.0.0.1:{}", free_port());
     // The master's format comes from its file, the agent's from the flag.
-    let config = dir.path().join("master.toml");
-    std::fs::write(
-        &config,
-        format!("{FAST_SCHEDULER_TOML}[log]\nformat = \"json\"\n"),
-    )
-    .expect("config");
-    let master_log = dir.path().join("master.log");
-    let config_flag = config.to_str().expect("utf-8").to_string();
-    let mut procs = Procs(vec![start_master(
-        dir.path(),
-        &addr,
-        &["--config", &config_flag],
-        &[],
-        &master_log,
-    )]);
+    let config = format!("{FAST_SCHEDULER_TOML}[log]\nformat = \"json\"\n");
+    let (master, master_log) = start_master(dir.path(), &addr, &config, &[]);
+    let mut procs = Procs(vec![master]);
     let mut agents = Agents::new(dir.path());
     agents.start(
         "a1",
@@ -245,17 +240,8 @@ async fn a_task_runs_in_the_trace_of_its_submit() {
     ];
     let dir = tempfile::tempdir().expect("tempdir");
     let addr = format!("127.0.0.1:{}", free_port());
-    let config = dir.path().join("master.toml");
-    std::fs::write(&config, FAST_SCHEDULER_TOML).expect("config");
-    let master_log = dir.path().join("master.log");
-    let config_flag = config.to_str().expect("utf-8").to_string();
-    let mut procs = Procs(vec![start_master(
-        dir.path(),
-        &addr,
-        &["--config", &config_flag],
-        &otel,
-        &master_log,
-    )]);
+    let (master, master_log) = start_master(dir.path(), &addr, FAST_SCHEDULER_TOML, &otel);
+    let mut procs = Procs(vec![master]);
     let agent_log = std::fs::File::create(dir.path().join("agent.log")).expect("agent log");
     let agent_dir = dir.path().join("a1");
     procs.0.push(

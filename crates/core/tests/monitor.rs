@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use common::*;
 use taurus_core::Command;
 use taurus_core::Response;
-use taurus_core::State;
 use taurus_core::TaskSpec;
 use taurus_core::TaskState;
 use taurus_core::command::Placement;
@@ -33,41 +32,12 @@ use taurus_core::types::AgentState;
 use taurus_core::types::AttemptEnd;
 use taurus_core::types::Resources;
 
-const T0: u64 = 1_700_000_000_000;
 const SEC: u64 = 1000;
 
 // ---------------------------------------------------------------------------------------------
-// Harness
-
-struct Sim {
-    st: State,
-    index: u64,
-    now: u64,
-}
+// Harness ([`Sim`] from `common`)
 
 impl Sim {
-    fn new() -> Self {
-        Sim {
-            st: State::new(),
-            index: 0,
-            now: T0,
-        }
-    }
-
-    fn apply(&mut self, cmd: Command) -> Response {
-        self.index += 1;
-        self.st.apply(self.index, cmd)
-    }
-
-    fn submit(&mut self, tasks: Vec<TaskSpec>) {
-        match self.apply(submit_cmd(vec![tasks], self.now)) {
-            Response::Submit(mut r) => {
-                r.pop().expect("one result").expect("submission accepted");
-            }
-            other => panic!("SubmitTasks answered {other:?}"),
-        }
-    }
-
     fn agent(&mut self, id: &str, slots: u32) {
         let cmd = Command::RegisterAgent {
             agent: agent_info(id, slots),

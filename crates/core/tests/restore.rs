@@ -26,8 +26,6 @@ use taurus_core::types::AgentState;
 use taurus_core::types::AttemptEnd;
 use taurus_core::types::Resources;
 
-const T0: u64 = 1_700_000_000_000;
-
 /// Applies commands at consecutive indexes, as one replica would.
 struct Replica {
     st: State,

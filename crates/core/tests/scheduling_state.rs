@@ -34,44 +34,12 @@ use taurus_core::types::Resources;
 use taurus_core::validate::MAX_OUTPUT_TAIL;
 use taurus_core::validate::MAX_REASON_LEN;
 
-const T0: u64 = 1_700_000_000_000;
-
 // ---------------------------------------------------------------------------------------------
-// Harness
-
-/// A replica driven one command at a time: every command gets the next log index and the
-/// current `now` (which only moves when a test says so).
-struct Sim {
-    st: State,
-    index: u64,
-    now: u64,
-}
+// Harness ([`Sim`] from `common`)
 
 impl Sim {
-    fn new() -> Self {
-        Sim {
-            st: State::new(),
-            index: 0,
-            now: T0,
-        }
-    }
-
-    fn apply(&mut self, cmd: Command) -> Response {
-        self.index += 1;
-        self.st.apply(self.index, cmd)
-    }
-
     fn advance(&mut self, ms: u64) {
         self.now += ms;
-    }
-
-    fn submit(&mut self, tasks: Vec<TaskSpec>) {
-        match self.apply(submit_cmd(vec![tasks], self.now)) {
-            Response::Submit(mut results) => {
-                results.pop().unwrap().expect("submission accepted");
-            }
-            other => panic!("SubmitTasks answered {other:?}"),
-        }
     }
 
     fn register(&mut self, agent: AgentInfo) -> Result<Registered, Rejection> {

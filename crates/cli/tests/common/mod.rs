@@ -11,6 +11,8 @@ use std::process::Stdio;
 use std::time::Duration;
 use std::time::Instant;
 
+use taurus_client::Client;
+
 /// What one run of `taurus` did.
 #[derive(Debug)]
 pub struct Run {
@@ -170,6 +172,66 @@ pub async fn eventually<T>(
     }
 }
 
+/// Waits up to `limit` for a leader other than `not`, as `client` sees it; returns its id.
+pub async fn wait_leader(client: &Client, not: Option<u64>, limit: Duration) -> u64 {
+    eventually("a leader", limit, async || match client.cluster_status().await {
+        Ok(s) if s.leader != 0 && Some(s.leader) != not => Ok(s.leader),
+        Ok(s) => Err(format!("leader {}", s.leader)),
+        Err(e) => Err(e.to_string()),
+    })
+    .await
+}
+
+/// A test's temporary directory, named `PREFIX...`. Dropped while the test panics, it prints the
+/// tail of every file at its top (logs, observation and pid files; the data and work
+/// directories are below it) and is kept for a look.
+pub struct TestDir {
+    path: PathBuf,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl TestDir {
+    pub fn new(prefix: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .expect("tempdir");
+        TestDir {
+            path: dir.path().to_path_buf(),
+            dir: Some(dir),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.path)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.retain(|f| f.is_file());
+        files.sort();
+        let mut out = String::new();
+        for f in files {
+            let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            out.push_str(&format!(
+                "\n--- {name} (last 40 lines) ---\n{}\n",
+                log_tail(&f, 40)
+            ));
+        }
+        eprintln!("{out}");
+        if let Some(dir) = self.dir.take() {
+            eprintln!("test directory kept: {}", dir.keep().display());
+        }
+    }
+}
+
 /// The last `n` lines of a file (empty when it cannot be read).
 pub fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -315,6 +377,13 @@ impl Masters {
             .stderr(log)
             .spawn()
             .expect("master starts")
+    }
+
+    /// A client of every master, with a 15 s deadline per call.
+    pub fn client(&self) -> Client {
+        Client::new(self.addrs.clone())
+            .expect("client")
+            .with_deadline(Duration::from_secs(15))
     }
 
     /// `--masters A,B,C`.

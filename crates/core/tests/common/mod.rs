@@ -13,6 +13,43 @@ use taurus_core::command::SubmitRequest;
 use taurus_core::command::Submitted;
 use taurus_core::error::RejectKind;
 
+/// The time (ms since the epoch) tests start at.
+pub const T0: u64 = 1_700_000_000_000;
+
+/// A replica driven one command at a time: every command gets the next log index and the
+/// current `now` (which only moves when a test says so). Each test file adds the commands it
+/// drives in an `impl Sim` of its own.
+pub struct Sim {
+    pub st: State,
+    pub index: u64,
+    pub now: u64,
+}
+
+impl Sim {
+    pub fn new() -> Self {
+        Sim {
+            st: State::new(),
+            index: 0,
+            now: T0,
+        }
+    }
+
+    pub fn apply(&mut self, cmd: Command) -> Response {
+        self.index += 1;
+        self.st.apply(self.index, cmd)
+    }
+
+    /// Applies a SubmitTasks entry of one request, which must be accepted.
+    pub fn submit(&mut self, tasks: Vec<TaskSpec>) {
+        match self.apply(submit_cmd(vec![tasks], self.now)) {
+            Response::Submit(mut results) => {
+                results.pop().expect("one result").expect("submission accepted");
+            }
+            other => panic!("SubmitTasks answered {other:?}"),
+        }
+    }
+}
+
 /// A minimal valid spec.
 pub fn spec(id: &str) -> TaskSpec {
     TaskSpec {
@@ -37,7 +74,7 @@ pub fn spec_prio(id: &str, priority: i32) -> TaskSpec {
 }
 
 pub fn now_for(index: u64) -> u64 {
-    1_700_000_000_000 + index * 10
+    T0 + index * 10
 }
 
 /// A SubmitTasks command of requests without a `request_id`.

@@ -157,10 +157,12 @@ async fn check(addr: &str, service: &str, ctx: &Context) -> anyhow::Result<Servi
         .map_err(|e| anyhow::anyhow!("--addr {addr:?}: {e}"))?;
     let endpoint = taurus_protocol::tls::endpoint(&uri, tls.as_ref())
         .map_err(|e| anyhow::anyhow!("--addr {addr:?}: {e}"))?;
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("master at {addr}: cannot connect: {}", error_chain(&e)))?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        anyhow::anyhow!(
+            "master at {addr}: cannot connect: {}",
+            taurus_protocol::tls::error_chain(&e)
+        )
+    })?;
     let bearer = match ctx.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
         Some(t) => Some(
             MetadataValue::try_from(format!("Bearer {t}"))
@@ -205,21 +207,6 @@ fn tls_config(ctx: &Context) -> anyhow::Result<Option<ClientTlsConfig>> {
         bail!("{flag} is missing: TLS needs all of --ca, --cert and --key");
     }
     Ok(Some(files.client_config()?))
-}
-
-/// An error and its sources on one line (tonic's transport errors hide the cause in `source`).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -243,8 +243,8 @@ impl TlsFiles {
     }
 }
 
-/// An error and its sources on one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its sources on one line (tonic's transport errors hide the cause in `source`).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {
